@@ -1,0 +1,1 @@
+"""recstack.features: data contracts, feature definitions, settings, the event bus and the state store."""

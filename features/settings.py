@@ -1,0 +1,170 @@
+"""The settings tree: one validated model with a section per stage.
+
+Sources, highest priority first: keyword arguments, environment variables (``RECSTACK_`` prefix, ``__`` between
+levels, e.g. ``RECSTACK_SPARK__MASTER=spark://host:7077``), the TOML file named by ``RECSTACK_CONFIG`` (see
+``docs/recstack.example.toml``), then the embedded single-machine defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class SparkSettings(BaseModel):
+    """Spark session used by every offline job."""
+
+    master: str = Field("local[*]", description="local[*] on one machine; spark://, yarn or k8s:// at scale")
+    app_name: str = "recstack"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions")
+    conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings, passed as given")
+
+
+class LakeSettings(BaseModel):
+    """The Parquet event lake."""
+
+    root: Path | None = Field(
+        None, description="lake directory; default <home>/lake. s3a:// etc. on a cluster"
+    )
+
+
+class MlflowSettings(BaseModel):
+    """Experiment tracking and model registry."""
+
+    tracking_uri: str | None = Field(
+        None, description="default sqlite:///<home>/mlflow.db; http://... at scale"
+    )
+    artifact_root: str | None = Field(None, description="default <home>/mlartifacts")
+    experiment: str = "recstack"
+
+
+class RedisSettings(BaseModel):
+    """Online state store (real-time features, counters) and default event bus."""
+
+    url: str | None = Field(
+        None,
+        description="redis://host:port/db. Unset: recstack starts a local redis-server under <home>/redis",
+    )
+    local_port: int = Field(6390, description="port of the local server recstack starts when url is unset")
+    key_prefix: str = "recstack"
+
+
+class BusSettings(BaseModel):
+    """The event bus. The URL scheme picks the backend: redis:// (Streams) or kafka://host:port[,host:port]."""
+
+    url: str | None = Field(None, description="unset: Redis Streams on the Redis above")
+    events_topic: str = "events"
+    claim_idle_ms: int = Field(
+        30_000,
+        ge=0,
+        description="Redis Streams: a message unacknowledged this long is redelivered to the group",
+    )
+    kafka_session_timeout_ms: int = 10_000
+    kafka_max_poll_interval_ms: int = 30_000
+
+
+class ServingSettings(BaseModel):
+    """The FastAPI recommendation service."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1)
+    default_k: int = Field(10, ge=1)
+    max_k: int = Field(200, ge=1)
+    recall_size: int = Field(300, ge=1, description="candidates recalled per request before ranking")
+    default_variant: str = "default"
+    model_dir: Path | None = Field(None, description="serving artifact directory; default <home>/serving")
+
+
+class DataSettings(BaseModel):
+    """How raw sources are turned into events."""
+
+    impressions_per_request: int = Field(
+        5, ge=1, description="slate size simulated around each MovieLens rating (1 consumed + n-1 not)"
+    )
+    seed: int = 42
+
+
+class Settings(BaseSettings):
+    """Root of the settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSTACK_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+    home: Path = Field(Path(".recstack"), description="working directory for the lake, models, mlflow, redis")
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("RECSTACK_CONFIG")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"RECSTACK_CONFIG={config_file} does not name a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _production_needs_real_services(self) -> Settings:
+        # Embedded defaults are for one machine; production must name its services explicitly.
+        if self.environment == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("redis.url", self.redis.url),
+                    ("mlflow.tracking_uri", self.mlflow.tracking_uri),
+                    ("lake.root", self.lake.root),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"environment=production needs explicit settings for: {', '.join(missing)}")
+        return self
+
+    # Derived locations ------------------------------------------------------------------------------
+    @property
+    def lake_root(self) -> Path:
+        return Path(self.lake.root) if self.lake.root else self.home / "lake"
+
+    @property
+    def serving_dir(self) -> Path:
+        return Path(self.serving.model_dir) if self.serving.model_dir else self.home / "serving"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return self.mlflow.artifact_root or str((self.home / "mlartifacts").resolve())
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings tree from all sources; ``overrides`` win (used by the CLI and tests)."""
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""recstack.offline: jobs — ingest, samples, training, evaluation, index builds, exports."""

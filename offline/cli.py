@@ -1,0 +1,238 @@
+"""The ``recstack`` command line. Each sub-command is a job that also runs without Airflow.
+
+Settings come from the environment / ``RECSTACK_CONFIG`` (see ``features.settings``); ``--config`` and
+``--home`` are shortcuts for those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from recstack.features.settings import Settings, load_settings
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(float(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return n
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.config:
+        os.environ["RECSTACK_CONFIG"] = str(args.config)
+    overrides = {"home": args.home} if args.home else {}
+    return load_settings(**overrides)
+
+
+class StepProgress:
+    """Prints ``[step/total] message`` lines with elapsed time: progress for long jobs."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.step = 0
+        self.start = time.perf_counter()
+
+    def next(self, title: str) -> None:
+        self.step += 1
+        self.line(f"[{self.step}/{self.total}] {title}")
+
+    def line(self, message: str) -> None:
+        print(f"  {time.perf_counter() - self.start:7.1f}s  {message}", flush=True)
+
+
+# -- sub-commands ---------------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from recstack.offline.lake import EventLake
+
+    settings = _settings(args)
+    lake = EventLake(settings.lake_root)
+    progress = StepProgress(1)
+    if args.source == "movielens":
+        from recstack.offline.ingest.movielens import ingest_movielens
+
+        report = ingest_movielens(args.path, lake, settings.data, progress=progress.line)
+    else:
+        from recstack.offline.ingest.synthetic import SyntheticConfig, ingest_synthetic
+
+        cfg = SyntheticConfig(
+            events=args.events, seed=args.seed, users=args.users, items=args.items, days=args.days
+        )
+        report = ingest_synthetic(cfg, lake, progress=progress.line)
+    print(json.dumps({"events": report.events_written, "quarantined": dict(report.quarantined),
+                      "partitions": len(report.partitions), "lake": str(settings.lake_root)}))  # fmt: skip
+    return 0
+
+
+def _date_range(args: argparse.Namespace, settings: Settings) -> tuple[dt.date, dt.date]:
+    from recstack.offline.lake import EventLake
+
+    dates = EventLake(settings.lake_root).event_dates()
+    if not dates:
+        raise SystemExit(f"error: no events in the lake at {settings.lake_root}; run `recstack ingest` first")
+    return args.start or dates[0], args.end or dates[-1]
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from recstack.offline.jobs.samples import run_samples_job
+    from recstack.offline.spark import spark_session
+
+    settings = _settings(args)
+    start, end = _date_range(args, settings)
+    spark = spark_session(settings.spark)
+    n = run_samples_job(spark, settings.lake_root, start, end, args.window)
+    print(json.dumps({"samples": n, "start": start.isoformat(), "end": end.isoformat()}))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recstack.models.baseline import BaselineConfig
+    from recstack.offline.jobs.train import run_train_job
+
+    settings = _settings(args)
+    release = run_train_job(
+        settings.lake_root, settings.serving_dir, BaselineConfig(dim=args.dim, seed=settings.data.seed),
+        args.start, args.end, progress=StepProgress(1).line,
+    )  # fmt: skip
+    print(json.dumps({"release": str(release)}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings(args)
+    host = args.host or settings.serving.host
+    port = args.port or settings.serving.port
+    workers = args.workers or settings.serving.workers
+    # Workers re-read settings from the environment: pass --home / --config through it.
+    os.environ["RECSTACK_HOME"] = str(settings.home)
+    uvicorn.run(
+        "recstack.online.app:create_app", factory=True, host=host, port=port, workers=workers,
+        log_level="warning", loop="uvloop", http="httptools",
+    )  # fmt: skip
+    return 0
+
+
+def cmd_redis(args: argparse.Namespace) -> int:
+    import redis
+    from recstack.features.redis_local import ensure_redis_url
+
+    settings = _settings(args)
+    if args.action == "start":
+        print(ensure_redis_url(settings))
+    elif args.action == "stop":
+        url = settings.redis.url or f"redis://127.0.0.1:{settings.redis.local_port}/0"
+        with contextlib.suppress(redis.ConnectionError):
+            redis.Redis.from_url(url).shutdown(nosave=False)
+        print(f"stopped {url}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recstack.offline.demo import run_demo
+
+    return run_demo(
+        _settings(args), data=args.data, events=args.events, serve=not args.no_serve, port=args.port
+    )
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML settings file (same as RECSTACK_CONFIG)")
+    common.add_argument("--home", type=Path, help="working directory for lake, models, redis (RECSTACK_HOME)")
+
+    parser = argparse.ArgumentParser(
+        prog="recstack", description="recstack: an industrial recommender, recall → rank → control."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", parents=[common], help="run the whole loop on embedded defaults",
+                       description="Ingest (synthetic by default), build samples with Spark, train, index, "
+                       "serve, and print recommendations for a few users.")  # fmt: skip
+    p.add_argument("--data", type=Path, help="MovieLens directory instead of synthetic data")
+    p.add_argument("--events", type=_positive, default=200_000, help="synthetic events (default 200000)")
+    p.add_argument(
+        "--no-serve", action="store_true", help="print recommendations and exit instead of serving"
+    )
+    p.add_argument("--port", type=int, default=None, help="API port (default from settings)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "ingest", help="load raw data into the event lake", description="Load raw data into the lake."
+    )
+    isub = p.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    q = isub.add_parser("movielens", parents=[common], help="a MovieLens directory (100K, 1M/10M .dat, CSV)",
+                        description="Ingest a MovieLens directory: u.data (100K), ratings.dat or ratings.csv.")  # fmt: skip
+    q.add_argument("path", type=Path)
+    q.set_defaults(func=cmd_ingest)
+    q = isub.add_parser("synthetic", parents=[common], help="seeded synthetic events",
+                        description="Generate seeded synthetic events (10^4 to 10^8).")  # fmt: skip
+    q.add_argument("--events", type=_positive, default=1_000_000)
+    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--users", type=int, default=0, help="0: derived from --events")
+    q.add_argument("--items", type=int, default=0, help="0: derived from --events")
+    q.add_argument("--days", type=int, default=0, help="0: derived from --events")
+    q.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("samples", parents=[common], help="Spark: join impressions and clicks into samples",
+                       description="Spark job: labelled samples for a date range (default: all lake dates).")  # fmt: skip
+    p.add_argument("--start", type=_date)
+    p.add_argument("--end", type=_date)
+    p.add_argument("--window", type=_positive, default=1800, help="click attribution window, seconds")
+    p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("train", parents=[common], help="train the recall model and publish a release",
+                       description="Train popularity + PureSVD on clicked samples, build the FAISS index, publish.")  # fmt: skip
+    p.add_argument("--start", type=_date)
+    p.add_argument("--end", type=_date)
+    p.add_argument("--dim", type=_positive, default=64)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("serve", parents=[common], help="run the recommendation API",
+                       description="Serve the current release over HTTP (uvicorn).")  # fmt: skip
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("redis", parents=[common], help="start or stop the embedded local Redis",
+                       description="Start or stop the local redis-server used when no Redis URL is set.")  # fmt: skip
+    p.add_argument("action", choices=["start", "stop"])
+    p.set_defaults(func=cmd_redis)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

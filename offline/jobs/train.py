@@ -1,0 +1,85 @@
+"""Training job for the first recall model (popularity + PureSVD) and its FAISS index.
+
+Reads positive samples (click = 1) from the lake, trains, and publishes a *release*:
+``<serving_dir>/releases/<version>/{model,index}``, then points ``<serving_dir>/current`` at it with an atomic
+symlink swap, so a reader sees the old release or the new one, never half of each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from recstack.features.keys import Col, LakeTable
+from recstack.models.artifact import ArtifactError, EmbeddingArtifact
+from recstack.models.baseline import BaselineConfig, train_baseline
+from recstack.models.index import VectorIndex
+from recstack.offline.ingest import Progress, no_progress
+
+CURRENT = "current"
+
+
+def read_positives(lake_root: Path, start: dt.date | None = None, end: dt.date | None = None):  # type: ignore[no-untyped-def]
+    """Clicked samples in [start, end] as an Arrow table (user_id, item_id, ts, event_date)."""
+    path = Path(lake_root) / LakeTable.SAMPLES
+    if not path.exists():
+        raise ArtifactError(f"no samples at {path}: run `recstack samples` first")
+    dataset = ds.dataset(
+        path,
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([(Col.EVENT_DATE, pa.string())]), flavor="hive"),
+    )
+    flt = pc.field(Col.CLICK) == 1
+    if start is not None:
+        flt = flt & (pc.field(Col.EVENT_DATE) >= start.isoformat())
+    if end is not None:
+        flt = flt & (pc.field(Col.EVENT_DATE) <= end.isoformat())
+    return dataset.to_table(columns=[Col.USER_ID, Col.ITEM_ID, Col.TS, Col.EVENT_DATE], filter=flt)
+
+
+def publish_release(serving_dir: Path, version: str, artifact: EmbeddingArtifact, index: VectorIndex) -> Path:
+    release = serving_dir / "releases" / version
+    artifact.save(release / "model")
+    index.save(release / "index")
+    link = serving_dir / CURRENT
+    tmp = serving_dir / f".{CURRENT}.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(os.path.relpath(release, serving_dir), tmp)
+    os.replace(tmp, link)  # atomic on POSIX
+    return release
+
+
+def current_release(serving_dir: Path) -> Path:
+    link = serving_dir / CURRENT
+    if not link.exists():
+        raise ArtifactError(f"no release at {link}: run `recstack train` first")
+    return link.resolve()
+
+
+def run_train_job(
+    lake_root: Path, serving_dir: Path, cfg: BaselineConfig | None = None,
+    start: dt.date | None = None, end: dt.date | None = None, progress: Progress = no_progress,
+) -> Path:  # fmt: skip
+    """Train on the samples of [start, end] and publish a release; returns its directory."""
+    cfg = cfg or BaselineConfig()
+    table = read_positives(lake_root, start, end)
+    if table.num_rows == 0:
+        raise ArtifactError("no positive samples in the requested range: nothing to train on")
+    dates = sorted(table.column(Col.EVENT_DATE).unique().to_pylist())
+    progress(f"training baseline on {table.num_rows:,} positive samples from {len(dates)} partitions")
+    version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    artifact = train_baseline(
+        table[Col.USER_ID].to_numpy(), table[Col.ITEM_ID].to_numpy(),
+        table[Col.TS].cast("int64").to_numpy() // 1_000_000, cfg, version,
+        lineage={"table": LakeTable.SAMPLES, "partitions": [dates[0], dates[-1]], "partition_count": len(dates)},
+    )  # fmt: skip
+    index = VectorIndex.build(artifact.item_vectors, artifact.item_ids, version)
+    release = publish_release(serving_dir, version, artifact, index)
+    progress(f"published release {version}: {len(artifact.user_ids):,} users, {len(artifact.item_ids):,} items, "
+             f"dim {artifact.dim}, index {index.kind}")  # fmt: skip
+    return release

@@ -1,0 +1,31 @@
+"""The Spark session every offline job uses: local[*] by default, a cluster master unchanged at scale."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+from recstack.features.settings import SparkSettings
+
+
+def spark_session(settings: SparkSettings | None = None) -> SparkSession:
+    """Get or create the session described by ``settings`` (UTC session time zone, dynamic partition overwrite)."""
+    settings = settings or SparkSettings()
+    if settings.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode: stay on loopback
+    builder = (
+        SparkSession.builder.master(settings.master)
+        .appName(settings.app_name)
+        .config("spark.driver.memory", settings.driver_memory)
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+    )
+    for key, value in settings.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

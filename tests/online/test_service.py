@@ -1,0 +1,130 @@
+"""The service over a release built by the real path: synthetic lake → Spark samples → train → FAISS."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from recstack.features.bus import open_bus
+from recstack.features.settings import Settings
+from recstack.models.artifact import ArtifactError
+from recstack.offline.ingest.synthetic import SyntheticConfig, ingest_synthetic
+from recstack.offline.jobs.samples import run_samples_job
+from recstack.offline.jobs.train import current_release, run_train_job
+from recstack.offline.lake import EventLake
+from recstack.online.app import create_app
+from recstack.online.pipeline import ServingRelease
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, spark, redis_url: str) -> Settings:  # type: ignore[no-untyped-def]
+    home = tmp_path_factory.mktemp("home")
+    s = Settings(home=home, redis={"url": redis_url, "key_prefix": f"svc{time.time_ns()}"})
+    lake = EventLake(s.lake_root)
+    ingest_synthetic(SyntheticConfig(events=60_000, seed=11), lake)
+    dates = lake.event_dates()
+    run_samples_job(spark, s.lake_root, dates[0], dates[-1])
+    run_train_job(s.lake_root, s.serving_dir)
+    return s
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def release(settings: Settings) -> ServingRelease:
+    return ServingRelease.load(current_release(settings.serving_dir))
+
+
+def test_known_user_gets_personalised_unseen_items(client: TestClient, release: ServingRelease) -> None:
+    user = int(release.artifact.user_ids[5])
+    r = client.get("/recommend", params={"user_id": user, "k": 10})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["user_id"] == user and body["variant"] == "default" and body["fallback"] is False
+    assert body["model_version"] == release.version
+    items = [i["item_id"] for i in body["items"]]
+    assert len(items) == 10 == len(set(items))
+    assert not set(items) & set(release.artifact.seen(5).tolist())
+    assert body["items"][0]["channel"] == "faiss/user-embedding"
+    scores = [i["score"] for i in body["items"] if i["channel"] == "faiss/user-embedding"]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_user_gets_a_non_empty_cold_start_fallback(
+    client: TestClient, release: ServingRelease
+) -> None:
+    r = client.get("/recommend", params={"user_id": 10**12, "k": 7})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["fallback"] is True
+    assert [i["item_id"] for i in body["items"]] == release.artifact.popular_items[:7].tolist()
+    assert {i["channel"] for i in body["items"]} == {"popular/decayed"}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"user_id": "abc"}, "user_id"), ({}, "user_id"), ({"user_id": 1, "k": 0}, "k"), ({"user_id": -1}, "user_id"),
+     ({"user_id": 1, "k": 100000}, "k")],
+)  # fmt: skip
+def test_malformed_request_gets_a_clear_4xx(client: TestClient, params: dict, field: str) -> None:
+    r = client.get("/recommend", params=params)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "invalid_request"
+    assert field in body["message"]
+    assert body["errors"][0]["field"] == field
+
+
+def test_events_are_validated_and_published_to_the_bus(client: TestClient, settings: Settings) -> None:
+    bus = open_bus(settings.redis.url or "", settings.bus, key_prefix=settings.redis.key_prefix)
+    consumer = bus.consumer(settings.bus.events_topic, "test-svc", "c1")
+    consumer.poll(timeout_s=0.01)  # join the group before publishing (group starts at the stream head)
+    event = {"event_id": "e-1", "event_type": "click", "ts": "2026-01-03T10:00:00Z", "user_id": 3, "item_id": 4,
+             "page": "home"}  # fmt: skip
+    r = client.post("/events", json={"events": [event, {**event, "event_id": "e-2"}]})
+    assert r.status_code == 202 and r.json()["accepted"] == 2
+    bad = client.post(
+        "/events", json={"events": [{**event, "event_id": "e-3"}, {**event, "event_type": "buy"}]}
+    )
+    assert bad.status_code == 422
+    assert "events.1.event_type" in bad.json()["message"]
+    got = []
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        got += consumer.poll(timeout_s=0.2)
+    ids = [json.loads(m.value)["event_id"] for m in got]
+    assert ids[:2] == ["e-1", "e-2"]
+    assert "e-3" not in ids  # the invalid batch published nothing
+    consumer.commit(got)
+    bus.close()
+
+
+def test_health_readiness_and_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    client.get("/recommend", params={"user_id": 10**12})
+    text = client.get("/metrics").text
+    assert 'recstack_http_requests_total{route="/recommend",status="200"}' in text
+    assert 'recstack_fallback_total{reason="cold_start"}' in text
+    assert "recstack_http_request_seconds_bucket" in text
+    assert client.get("/openapi.json").json()["paths"]["/recommend"]
+
+
+def test_corrupt_release_is_refused(settings: Settings, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "release"
+    shutil.copytree(current_release(settings.serving_dir), broken)
+    with open(broken / "model" / "arrays.npz", "r+b") as f:
+        f.seek(100)
+        f.write(b"garbage")
+    with pytest.raises(ArtifactError, match="checksum"):
+        ServingRelease.load(broken)

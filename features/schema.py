@@ -330,9 +330,9 @@ def validate_events(
     )
     reason = event_reasons(table, known_users, known_items, now)
     # A value present in the text but unparseable gets a precise reason instead of "missing".
-    for col, parsed in ((Col.SLOT, slot), (Col.LABEL, label)):
+    for col, parsed in ((Col.VALUE, value), (Col.SLOT, slot), (Col.LABEL, label)):
         unparsed = (frame[col].notna() & parsed.isna()).to_numpy()
-        reason[unparsed & (reason == "")] = f"invalid {col}"
+        reason[unparsed] = f"invalid {col}"
     return _split(table, reason, source, raw if raw is not None else frame, now)
 
 

@@ -129,6 +129,12 @@ class EventStage:
         self._batches = 0
         self.rows = 0
 
+    def __enter__(self) -> EventStage:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.abort()  # after commit() there is nothing left to remove; after an error the stage is dropped
+
     def write(self, frame: pd.DataFrame | pa.Table) -> None:
         """Append a batch of valid events (``EVENT_SCHEMA`` columns)."""
         table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)

@@ -218,8 +218,7 @@ def ingest_movielens(
     settings = settings or DataSettings()
     fmt = detect_format(folder)
     report = IngestReport(source=str(folder), format=fmt)
-    stage = lake.stage()
-    try:
+    with lake.stage() as stage:
         # Profiles first: ratings of unknown items (or users, where the format has users) are quarantined.
         progress(f"reading item and user profiles ({fmt})")
         known_items = _load_items(folder, fmt, lake, report, stage.run_id)
@@ -277,9 +276,6 @@ def ingest_movielens(
             progress(f"staged {stage.rows:,} events")
         report.events_written = stage.rows
         report.partitions = stage.commit()
-    except BaseException:
-        stage.abort()
-        raise
     if known_users is None:
         # Formats without a user file: the user table lists the ids seen, with no attributes.
         users = pd.DataFrame({Col.USER_ID: np.unique(log.user)})

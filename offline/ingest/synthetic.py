@@ -309,8 +309,7 @@ def ingest_synthetic(cfg: SyntheticConfig, lake: EventLake, progress: Progress =
     lake.write_users(world.users)
     lake.write_items(world.items)
     report.users, report.items = len(world.users), len(world.items)
-    stage = lake.stage()
-    try:
+    with lake.stage() as stage:
         for day in range(cfg.days):
             table = generate_day(world, cfg, day)
             report.records_read += table.num_rows
@@ -321,8 +320,5 @@ def ingest_synthetic(cfg: SyntheticConfig, lake: EventLake, progress: Progress =
             progress(f"day {day + 1}/{cfg.days}: {stage.rows:,} events")
         report.events_written = stage.rows
         report.partitions = stage.commit()
-    except BaseException:
-        stage.abort()
-        raise
     progress(report.summary())
     return report

@@ -150,9 +150,13 @@ def test_real_ml100k(ml100k: Path, tmp_path: Path) -> None:
 def test_dat_format_of_ml_1m(tmp_path: Path) -> None:
     folder = tmp_path / "ml"
     folder.mkdir()
-    (folder / "movies.dat").write_text("1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure\n3::Heat (1995)::Action\n")
+    (folder / "movies.dat").write_text(
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Jumanji (1995)::Adventure\n3::Heat (1995)::Action\n"
+    )
     (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
-    (folder / "ratings.dat").write_text("1::1::5::978300760\n1::2::3::978302109\n2::3::4::978301968\n2::1::x::978301968\n")
+    (folder / "ratings.dat").write_text(
+        "1::1::5::978300760\n1::2::3::978302109\n2::3::4::978301968\n2::1::x::978301968\n"
+    )
     lake, report = _ingest(folder, tmp_path / "lake")
     assert report.format == "ml-dat"
     assert dict(report.quarantined) == {"invalid value": 1}

@@ -96,7 +96,8 @@ def build_samples(
 def write_samples(samples: DataFrame, lake_root: Path | str) -> str:
     """Write partitioned by ``event_date``, replacing exactly the partitions present in ``samples``."""
     path = str(Path(lake_root) / LakeTable.SAMPLES)
-    samples.write.mode("overwrite").partitionBy(Col.EVENT_DATE).parquet(path)
+    # one shuffle partition per day: one file per date directory instead of one per task
+    samples.repartition(Col.EVENT_DATE).write.mode("overwrite").partitionBy(Col.EVENT_DATE).parquet(path)
     return path
 
 

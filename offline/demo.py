@@ -84,7 +84,8 @@ def run_demo(settings: Settings, data: Path | None, events: int, serve: bool, po
     progress.line(f"published event {event.event_id} to topic {settings.bus.events_topic!r}")
     bus.close()
 
-    titles = dict(zip(lake.read_items()["item_id"], lake.read_items()["title"], strict=True))
+    items = lake.read_items()
+    titles = dict(zip(items["item_id"], items["title"], strict=True))
     rng = np.random.default_rng(settings.data.seed)
     users = [int(u) for u in rng.choice(release.artifact.user_ids, size=3, replace=False)]
     unknown = int(release.artifact.user_ids.max()) + 1000

@@ -236,6 +236,21 @@ def event_reasons(
     return reason
 
 
+def quarantine_frame(
+    rows: pd.DataFrame | None, reasons: np.ndarray | pd.Series, source: str, now: dt.datetime | None = None
+) -> pd.DataFrame:
+    """Rejected ``rows`` (as the source gave them) with one reason each, in ``QUARANTINE_SCHEMA`` columns."""
+    records = [] if rows is None else [orjson.dumps(r, default=str).decode() for r in rows.to_dict("records")]
+    return pd.DataFrame(
+        {
+            Col.SOURCE: pd.Series([source] * len(records), dtype=object),
+            Col.RECORD: pd.Series(records, dtype=object),
+            Col.REASON: pd.Series(np.asarray(reasons, dtype=object), dtype=object),
+            Col.INGESTED_AT: pd.Timestamp(now or dt.datetime.now(dt.UTC)).tz_convert("UTC"),
+        }
+    )
+
+
 def _split(
     table: pa.Table, reason: np.ndarray, source: str, raw: pd.DataFrame | None, now: dt.datetime
 ) -> ValidationResult:
@@ -246,19 +261,8 @@ def _split(
     derived = pc.cast(pc.greater_equal(valid[Col.VALUE], EVENT_RULES.positive_rating), pa.int8())
     label = pc.if_else(pc.and_(is_rating, pc.is_null(valid[Col.LABEL])), derived, valid[Col.LABEL])
     valid = valid.set_column(valid.schema.get_field_index(Col.LABEL), Col.LABEL, label).cast(EVENT_SCHEMA)
-    if bad.any():
-        rows = raw[bad] if raw is not None else table.filter(pa.array(bad)).to_pandas()
-        records = [orjson.dumps(r, default=str).decode() for r in rows.to_dict("records")]
-    else:
-        records = []
-    quarantined = pd.DataFrame(
-        {
-            Col.SOURCE: pd.Series([source] * len(records), dtype=object),
-            Col.RECORD: pd.Series(records, dtype=object),
-            Col.REASON: pd.Series(reason[bad], dtype=object),
-            Col.INGESTED_AT: pd.Timestamp(now).tz_convert("UTC"),
-        }
-    )
+    rows = (raw[bad] if raw is not None else table.filter(pa.array(bad)).to_pandas()) if bad.any() else None
+    quarantined = quarantine_frame(rows, reason[bad], source, now)
     return ValidationResult(valid=valid, quarantined=quarantined)
 
 

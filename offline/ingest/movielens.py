@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from recstack.features.keys import Col
-from recstack.features.schema import EventType, empty_event_frame, validate_events
+from recstack.features.schema import EventType, empty_event_frame, quarantine_frame, validate_events
 from recstack.features.settings import DataSettings
 from recstack.offline.ingest import IngestReport, Progress, no_progress
 from recstack.offline.ingest.impressions import RatingLog, expand_ratings
@@ -69,17 +69,8 @@ def _read_delimited(
 
 
 def _quarantine_frame(raw: pd.DataFrame, reasons: pd.Series, source: str) -> pd.DataFrame:
-    import orjson
-
-    bad = reasons != ""
-    return pd.DataFrame(
-        {
-            Col.SOURCE: source,
-            Col.RECORD: [orjson.dumps(r, default=str).decode() for r in raw[bad].to_dict("records")],
-            Col.REASON: reasons[bad].to_numpy(),
-            Col.INGESTED_AT: pd.Timestamp.now(tz="UTC"),
-        }
-    )
+    bad = (reasons != "").to_numpy()
+    return quarantine_frame(raw[bad], reasons[bad], source)
 
 
 def _id_reasons(ids: pd.Series, what: str) -> tuple[pd.Series, pd.Series]:

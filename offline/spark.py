@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 from recstack.features.settings import SparkSettings
@@ -13,6 +14,9 @@ def spark_session(settings: SparkSettings | None = None) -> SparkSession:
     settings = settings or SparkSettings()
     if settings.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode: stay on loopback
+    # Python workers (mapInArrow kernels) run this interpreter, which has recstack installed; on a cluster
+    # the executors need recstack installed too (or set PYSPARK_PYTHON to an environment that has it).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(settings.master)
         .appName(settings.app_name)
@@ -23,6 +27,7 @@ def spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)

@@ -128,12 +128,15 @@ def cross_key(cross: Cross, left: object, right: object) -> str:
     return f"{cross.left}={UNKNOWN if left is None else left}|{cross.right}={UNKNOWN if right is None else right}"
 
 
+def spark_xxhash64(text: str) -> int:
+    """Spark's ``xxhash64`` of a string: signed 64-bit XXH64 of its UTF-8 bytes, seed 42."""
+    h = xxhash.xxh64_intdigest(text.encode("utf-8"), seed=CROSS_SEED)
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
 def hash_bucket(key: str, buckets: int = CROSS_BUCKETS) -> int:
-    """``pmod(xxhash64(key), buckets)`` exactly as Spark computes it (signed 64-bit XXH64, seed 42)."""
-    h = xxhash.xxh64_intdigest(key.encode("utf-8"), seed=CROSS_SEED)
-    if h >= 1 << 63:
-        h -= 1 << 64
-    return h % buckets  # Python's % is a non-negative pmod for a positive modulus
+    """``pmod(xxhash64(key), buckets)`` exactly as Spark computes it."""
+    return spark_xxhash64(key) % buckets  # Python's % is a non-negative pmod for a positive modulus
 
 
 def cross_ids(row: dict[str, object], crosses: Sequence[Cross] = CROSSES) -> list[int]:
@@ -141,7 +144,10 @@ def cross_ids(row: dict[str, object], crosses: Sequence[Cross] = CROSSES) -> lis
     out: list[int] = []
     for cross in crosses:
         right = row.get(cross.right)
-        values = right if isinstance(right, list | tuple) else [right]
+        if FEATURES_BY_NAME[cross.right].kind == Kind.MULTI:
+            values = list(right) if right is not None else []  # a missing multi-valued side has no keys
+        else:
+            values = [right]
         out.extend(hash_bucket(cross_key(cross, row.get(cross.left), v)) for v in values)
     return out
 

@@ -53,6 +53,15 @@ class LakeTable:
     ITEMS = "items"
     QUARANTINE = "quarantine"
     SAMPLES = "samples"
+    USER_DAILY = "user_daily"
+    ITEM_DAILY = "item_daily"
+    TRAINING = "training"
+    FEATURE_STATS = "feature_stats"
+    USER_FEATURES = "user_features"
+    ITEM_FEATURES = "item_features"
+    SESSIONS = "sessions"
+    GRAPH_DAILY = "graph_daily"
+    GRAPHS = "graphs"
 
 
 class RedisKey:

@@ -95,6 +95,23 @@ class DataSettings(BaseModel):
     seed: int = 42
 
 
+class JobSettings(BaseModel):
+    """Parameters of the offline Spark jobs (samples, features, sessions, graphs)."""
+
+    attribution_window_s: int = Field(1800, ge=1, description="a click counts for an impression this long after it")
+    session_gap_s: int = Field(
+        1800, ge=1, le=86400, description="inactivity that closes a session (at most a day)"
+    )
+    graph_half_life_days: float = Field(14.0, gt=0, description="half-life of recency-decayed edge weights")
+    cooccurrence_window: int = Field(3, ge=1, description="item pairs at most this far apart in a session")
+    item_neighbors_max: int = Field(200, ge=1, description="degree cap of the item-item co-occurrence graph")
+    user_user_degree: int = Field(20, ge=1, description="degree cap of the user-user attribute graph")
+    vocab_max: int = Field(10_000, ge=1, description="largest vocabulary kept in the feature statistics")
+    broadcast_rows_max: int = Field(
+        5_000_000, ge=0, description="per-day user / item feature tables up to this size are broadcast to the samples"
+    )
+
+
 class Settings(BaseSettings):
     """Root of the settings tree."""
 
@@ -111,6 +128,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -91,15 +91,37 @@ def _date_range(args: argparse.Namespace, settings: Settings) -> tuple[dt.date, 
     return args.start or dates[0], args.end or dates[-1]
 
 
-def cmd_samples(args: argparse.Namespace) -> int:
-    from recstack.offline.jobs.samples import run_samples_job
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Run one offline job (``samples``, ``features``, ``sessions``, ``graphs``) or all of them (``pipeline``)."""
+    from recstack.offline.jobs.pipeline import STAGES, run_pipeline
     from recstack.offline.spark import spark_session
 
     settings = _settings(args)
+    jobs = settings.jobs
+    if getattr(args, "window", None):
+        jobs = jobs.model_copy(update={"attribution_window_s": args.window})
+    if getattr(args, "gap", None):
+        jobs = jobs.model_copy(update={"session_gap_s": args.gap})
     start, end = _date_range(args, settings)
-    spark = spark_session(settings.spark)
-    n = run_samples_job(spark, settings.lake_root, start, end, args.window)
-    print(json.dumps({"samples": n, "start": start.isoformat(), "end": end.isoformat()}))
+    if start > end:
+        raise ValueError(f"--start {start} is after --end {end}")
+    spark_settings = settings.spark.model_copy(update={"master": args.master}) if args.master else settings.spark
+    spark = spark_session(spark_settings)
+    stages = STAGES if args.command == "pipeline" else (args.command,)
+    report = run_pipeline(spark, settings.lake_root, start, end, jobs, stages, StepProgress(1).line)
+    print(json.dumps({"start": start.isoformat(), "end": end.isoformat(), "seconds": report.stage_seconds,
+                      "outputs": report.outputs}, default=str))  # fmt: skip
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.what == "features":
+        from recstack.offline.bench.features import bench_features
+
+        progress = StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+        result = bench_features(args.events, settings, seed=args.seed, progress=progress)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0
 
 
@@ -194,12 +216,39 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--days", type=int, default=0, help="0: derived from --events")
     q.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("samples", parents=[common], help="Spark: join impressions and clicks into samples",
-                       description="Spark job: labelled samples for a date range (default: all lake dates).")  # fmt: skip
-    p.add_argument("--start", type=_date)
-    p.add_argument("--end", type=_date)
-    p.add_argument("--window", type=_positive, default=1800, help="click attribution window, seconds")
-    p.set_defaults(func=cmd_samples)
+    jobs = argparse.ArgumentParser(add_help=False, parents=[common])
+    jobs.add_argument("--start", type=_date, help="first date (default: the lake's first)")
+    jobs.add_argument("--end", type=_date, help="last date (default: the lake's last)")
+    jobs.add_argument("--master", help="Spark master for this run (default from settings: local[*])")
+    for name, title, text in (
+        ("samples", "Spark: labelled samples with point-in-time real-time features",
+         "Join impressions with clicks and ratings into labelled samples with context and real-time window "
+         "features as of each impression (samples/event_date=D)."),
+        ("features", "Spark: user / item features, training table, normalisation statistics",
+         "Daily partials, the training table (samples + point-in-time user and item features + hashed "
+         "crosses), feature statistics and the latest user / item snapshots."),
+        ("sessions", "Spark: gap-based sessions", "Sessionize behaviour into item sequences (sessions/event_date=D)."),
+        ("graphs", "Spark: user-item, item-item and user-user graphs",
+         "Weighted edge lists with id maps under graphs/as_of=END (needs sessions)."),
+        ("pipeline", "Spark: samples, features, sessions and graphs in order",
+         "Run every offline feature job for the date range."),
+    ):  # fmt: skip
+        p = sub.add_parser(name, parents=[jobs], help=title, description=text)
+        if name in ("samples", "pipeline"):
+            p.add_argument("--window", type=_positive, help="click attribution window, seconds")
+        if name in ("sessions", "pipeline"):
+            p.add_argument("--gap", type=_positive, help="session inactivity gap, seconds (<= 86400)")
+        p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("bench", help="benchmarks (last output line is JSON)", description="Run a benchmark.")
+    bsub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = bsub.add_parser("features", parents=[common], help="synthetic events through the feature pipeline",
+                        description="Generate N synthetic events, run samples, features, sessions and graphs, "
+                        "and print events/s, peak RSS and per-stage seconds.")  # fmt: skip
+    q.add_argument("--events", type=_positive, default=1_000_000)
+    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)")
+    q.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", parents=[common], help="train the recall model and publish a release",
                        description="Train popularity + PureSVD on clicked samples, build the FAISS index, publish.")  # fmt: skip

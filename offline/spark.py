@@ -28,6 +28,8 @@ def spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+        # dimension tables (profiles, daily snapshots) up to this size are broadcast instead of shuffled
+        .config("spark.sql.autoBroadcastJoinThreshold", "64m")
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)

@@ -17,6 +17,7 @@ from recstack.features.definitions import (
     WINDOW_FEATURES,
     Counted,
     Entity,
+    spark_xxhash64,
 )
 from recstack.features.keys import Col
 from recstack.features.schema import EventType
@@ -36,7 +37,9 @@ def samples_reference(
     ev[Col.REQUEST_ID] = ev[Col.REQUEST_ID].fillna("")
     date = ev[Col.TS].dt.tz_convert("UTC").dt.date
     imps = ev[(ev[Col.EVENT_TYPE] == EventType.IMPRESSION) & (date >= start) & (date <= end)]
-    imps = imps.sort_values([Col.TS, Col.EVENT_ID]).drop_duplicates(KEYS, keep="first")
+    # duplicates: the earliest impression, ties broken by the smallest (Spark) xxhash64 of the event id
+    imps = imps.assign(_h=imps[Col.EVENT_ID].map(spark_xxhash64))
+    imps = imps.sort_values([Col.TS, "_h"]).drop_duplicates(KEYS, keep="first")
     samples = imps[[*KEYS, Col.TS]].reset_index(drop=True)
     samples["_row"] = np.arange(len(samples))
 

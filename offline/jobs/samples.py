@@ -1,6 +1,6 @@
-"""Spark job: labelled samples with their context and point-in-time real-time features.
+"""Spark job: the training samples — labels, context, real-time and daily point-in-time features.
 
-Output ``samples/event_date=D``, one row per impression of ``[start, end]`` (an impression logged twice is one
+Output ``samples/event_date=D`` (the training table of the ranking models), one row per impression of ``[start, end]`` (an impression logged twice is one
 sample, the earliest), with:
 
 * ``click``: 1 when the same user clicked the same item of the same request within ``attribution_window_s``
@@ -9,11 +9,13 @@ sample, the earliest), with:
 * ``like``: the label of the user's rating / like of that request's item (rating >= 4), null when none;
 * context: ``page``, ``slot``, ``device``, ``city``, ``variant``, ``hour``, ``weekday``;
 * the real-time window features of ``features.definitions`` as of the impression's timestamp: counts of
-  events with ``t - w <= ts < t`` and the user's recent clicked items; nothing at or after ``t`` is seen.
+  events with ``t - w <= ts < t`` and the user's recent clicked items; nothing at or after ``t`` is seen;
+* the user and item features as of 00:00 of the sample's day and the hashed crosses
+  (``offline/jobs/features.py``: ``join_features``).
 
-Plan: read events of ``[start - 1 day, end + late]``; shuffle by user and compute dedup, attribution, likes and
-the user windows per partition (``offline/jobs/windows.py``); union the samples with the counted events,
-shuffle by item and compute the item windows. Two shuffles, no driver-side collect.
+Plan: read events of ``[start - 1 day, end + late]``; shuffle by item and compute the item windows of every
+impression; shuffle by user and compute dedup, attribution, likes and the user windows
+(``offline/jobs/windows.py``, per partition). Two shuffles, no driver-side collect.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from recstack.features.definitions import (
 )
 from recstack.features.keys import Col, LakeTable
 from recstack.features.schema import EventType
+from recstack.offline.jobs.common import count_rows, partitions_for, read_events, write_partitioned
 from recstack.offline.jobs.windows import (
     dense_codes,
     first_match_within,
@@ -52,7 +55,6 @@ from recstack.offline.jobs.windows import (
 
 TS_MS = "ts_ms"
 KIND = "kind"  # 0 impression, 1 click, 2 rating / like
-ROLE = "role"  # item stage: "q" sample rows, "c" counted events
 HOUR = "hour"
 WEEKDAY = "weekday"
 USER_WINDOWS = [w for w in WINDOW_FEATURES if w.entity == Entity.USER]
@@ -66,8 +68,11 @@ SAMPLE_COLUMNS = [
 ]  # fmt: skip
 """Columns of the ``samples`` table, in order."""
 
+EVENT_HASH = "event_hash"  # xxhash64 of event_id: the tie-break between duplicate impressions
+REQUEST_HASH = "request_hash"  # xxhash64 of request_id: the kernels group on integers, not strings
 _ACT_FIELDS = [
-    T.StructField(Col.EVENT_ID, T.StringType()),
+    T.StructField(EVENT_HASH, T.LongType()),
+    T.StructField(REQUEST_HASH, T.LongType()),
     T.StructField(Col.REQUEST_ID, T.StringType()),
     T.StructField(Col.USER_ID, T.LongType()),
     T.StructField(Col.ITEM_ID, T.LongType()),
@@ -82,8 +87,9 @@ _ACT_FIELDS = [
     T.StructField(Col.VARIANT, T.StringType()),
     T.StructField(Col.EVENT_DATE, T.DateType()),
 ]
+_ITEM_STAGE_SCHEMA = T.StructType(_ACT_FIELDS + [T.StructField(w.name, T.IntegerType()) for w in ITEM_WINDOWS])
 _USER_STAGE_SCHEMA = T.StructType(
-    [f for f in _ACT_FIELDS if f.name not in (Col.EVENT_ID, KIND, Col.LABEL)]
+    [f for f in _ITEM_STAGE_SCHEMA.fields if f.name not in (EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL)]
     + [
         T.StructField(Col.CLICK, T.ByteType()),
         T.StructField(Col.CLICK_TS, T.TimestampType()),
@@ -92,19 +98,6 @@ _USER_STAGE_SCHEMA = T.StructType(
         T.StructField(RECENT_ITEMS, T.ArrayType(T.LongType())),
     ]
 )
-_ITEM_STAGE_SCHEMA = T.StructType(
-    [f for f in _USER_STAGE_SCHEMA.fields] + [T.StructField(w.name, T.IntegerType()) for w in ITEM_WINDOWS]
-)
-
-
-def read_events(spark: SparkSession, lake_root: Path | str, start: dt.date, end: dt.date) -> DataFrame:
-    """Events with ``start <= event_date <= end`` (partition pruning on the lake layout)."""
-    path = str(Path(lake_root) / LakeTable.EVENTS)
-    return (
-        spark.read.option("basePath", path)
-        .parquet(path)
-        .where(F.col(Col.EVENT_DATE).between(F.lit(start), F.lit(end)))
-    )
 
 
 def _activity(events: DataFrame) -> DataFrame:
@@ -114,18 +107,13 @@ def _activity(events: DataFrame) -> DataFrame:
         .otherwise(2)
         .cast("tinyint")
     )
-    return events.select(
-        *[
-            (kind if f.name == KIND else F.unix_millis(Col.TS) if f.name == TS_MS else F.col(f.name))
-            .cast(f.dataType)
-            .alias(f.name)
-            for f in _ACT_FIELDS
-        ]
-    )
-
-
-def _partitions(spark: SparkSession) -> int:
-    return max(int(spark.conf.get("spark.sql.shuffle.partitions") or 8), 1)
+    derived = {
+        KIND: kind,
+        TS_MS: F.unix_millis(Col.TS),
+        EVENT_HASH: F.xxhash64(Col.EVENT_ID),
+        REQUEST_HASH: F.xxhash64(F.coalesce(F.col(Col.REQUEST_ID), F.lit(""))),
+    }
+    return events.select(*[derived.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in _ACT_FIELDS])
 
 
 def build_samples(
@@ -143,23 +131,16 @@ def build_samples(
     events = read_events(spark, lake_root, first, late_end)
     events = events.where(F.col(Col.EVENT_TYPE).isin([t.value for t in EventType]))
     acts = _activity(events)
-    n = _partitions(spark)
+    n = partitions_for(spark, lake_root, first, late_end)
     window_ms = attribution_window_s * 1000
 
+    # shuffle 1, by item: item windows for every impression; shuffle 2, by user: dedup, labels, user windows
+    item_stage = functools.partial(_map_partition, _item_stage, _arrow_schema(acts.schema))
+    with_items = acts.repartition(n, Col.ITEM_ID).mapInArrow(item_stage, _ITEM_STAGE_SCHEMA)
     user_stage = functools.partial(
-        _map_partition, _user_stage, _arrow_schema(acts.schema), start=start, end=end, window_ms=window_ms
+        _map_partition, _user_stage, _arrow_schema(_ITEM_STAGE_SCHEMA), start=start, end=end, window_ms=window_ms
     )
-    by_user = acts.repartition(n, Col.USER_ID).mapInArrow(user_stage, _USER_STAGE_SCHEMA)
-
-    counted = (
-        acts.where((F.col(KIND) < 2) & (F.col(Col.EVENT_DATE) <= F.lit(end)))
-        .select(Col.ITEM_ID, TS_MS, KIND)
-        .withColumn(ROLE, F.lit("c"))
-    )
-    both = by_user.withColumn(ROLE, F.lit("q")).withColumn(KIND, F.lit(0).cast("tinyint"))
-    both = both.unionByName(counted, allowMissingColumns=True)
-    item_stage = functools.partial(_map_partition, _item_stage, _arrow_schema(both.schema))
-    samples = both.repartition(n, Col.ITEM_ID).mapInArrow(item_stage, _ITEM_STAGE_SCHEMA)
+    samples = with_items.repartition(n, Col.USER_ID).mapInArrow(user_stage, _USER_STAGE_SCHEMA)
     return samples.select(
         *[
             F.hour(Col.TS).cast("tinyint").alias(HOUR)
@@ -196,17 +177,15 @@ def _user_stage(acts: pa.Table, start: dt.date, end: dt.date, window_ms: int) ->
     kind = _np(acts, KIND)
     ts = _np(acts, TS_MS)
     user = _np(acts, Col.USER_ID)
-    req = pc.fill_null(acts[Col.REQUEST_ID], "").to_numpy(zero_copy_only=False)
-    triple = dense_codes(req, user, _np(acts, Col.ITEM_ID))
+    triple = dense_codes(_np(acts, REQUEST_HASH), user, _np(acts, Col.ITEM_ID))
     imp, clk, rated = kind == 0, kind == 1, kind == 2
 
-    # one sample per (request, user, item): the earliest impression (ties: smallest event_id)
+    # one sample per (request, user, item): the earliest impression (ties: smallest event id hash)
     imp_idx = np.flatnonzero(imp)
-    eid = acts[Col.EVENT_ID].to_numpy(zero_copy_only=False)
-    keep = imp_idx[first_per_group(triple[imp_idx], ts[imp_idx], eid[imp_idx])]
+    keep = imp_idx[first_per_group(triple[imp_idx], ts[imp_idx], _np(acts, EVENT_HASH)[imp_idx])]
     dates = _np(acts, Col.EVENT_DATE)[keep]
     keep = keep[(dates >= np.datetime64(start)) & (dates <= np.datetime64(end))]
-    out = acts.take(pa.array(keep)).drop_columns([Col.EVENT_ID, KIND, Col.LABEL])
+    out = acts.take(pa.array(keep)).drop_columns([EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL])
     q_ts, q_user, q_triple = ts[keep], user[keep], triple[keep]
 
     click_ts = first_match_within(q_triple, q_ts, triple[clk], ts[clk], window_ms)
@@ -229,33 +208,33 @@ def _user_stage(acts: pa.Table, start: dt.date, end: dt.date, window_ms: int) ->
     return out.append_column(RECENT_ITEMS, pa.ListArray.from_arrays(pa.array(offsets), pa.array(recent)))
 
 
-def _item_stage(rows: pa.Table) -> pa.Table:
-    """Item windows for the sample rows (role q) of one partition of whole items, counted over role c rows."""
-    role = rows[ROLE].to_numpy(zero_copy_only=False)
-    q, c = role == "q", role == "c"
-    item, ts, kind = _np(rows, Col.ITEM_ID), _np(rows, TS_MS), _np(rows, KIND)
-    out = rows.filter(pa.array(q)).drop_columns([ROLE, KIND])
+def _item_stage(acts: pa.Table) -> pa.Table:
+    """Item windows for every impression of one partition of whole items (0 on other rows)."""
+    item, ts, kind = _np(acts, Col.ITEM_ID), _np(acts, TS_MS), _np(acts, KIND)
+    q = kind == 0
     for w in ITEM_WINDOWS:
-        sel = c & (kind == (1 if w.counted == Counted.CLICK else 0))
-        counts = window_counts(item[q], ts[q], item[sel], ts[sel], [w.window_s * 1000])
-        out = out.append_column(w.name, pa.array(counts[:, 0].astype(np.int32)))
-    return out
-
-
-def write_partitioned(frame: DataFrame, lake_root: Path | str, table: str) -> str:
-    """Write ``frame`` partitioned by ``event_date``, replacing exactly the partitions present in it."""
-    path = str(Path(lake_root) / table)
-    # one writer task per day: one file per date directory instead of one per task
-    frame.repartition(Col.EVENT_DATE).write.mode("overwrite").partitionBy(Col.EVENT_DATE).parquet(path)
-    return path
+        sel = kind == (1 if w.counted == Counted.CLICK else 0)
+        values = np.zeros(len(kind), dtype=np.int32)
+        values[q] = window_counts(item[q], ts[q], item[sel], ts[sel], [w.window_s * 1000])[:, 0]
+        acts = acts.append_column(w.name, pa.array(values))
+    return acts
 
 
 def run_samples_job(
-    spark: SparkSession, lake_root: Path | str, start: dt.date, end: dt.date, attribution_window_s: int = 1800
+    spark: SparkSession,
+    lake_root: Path | str,
+    start: dt.date,
+    end: dt.date,
+    attribution_window_s: int = 1800,
+    broadcast_rows_max: int = 5_000_000,
 ) -> int:
-    """Build and write the samples of [start, end]; returns the number of samples written."""
-    samples = build_samples(spark, lake_root, start, end, attribution_window_s)
-    write_partitioned(samples, lake_root, LakeTable.SAMPLES)
-    return spark.read.parquet(str(Path(lake_root) / LakeTable.SAMPLES)).where(
-        F.col(Col.EVENT_DATE).between(F.lit(start), F.lit(end))
-    ).count()
+    """Write the training samples of [start, end]: labels, context, real-time features and the user and item
+    features as of each sample's day (daily partials are written first). Returns the number of samples."""
+    from recstack.offline.jobs.features import join_features, write_daily_partials
+
+    root = Path(lake_root)
+    write_daily_partials(spark, root, start, end)
+    samples = build_samples(spark, root, start, end, attribution_window_s)
+    samples = join_features(samples, spark, root, start, end, broadcast_rows_max)
+    write_partitioned(samples, root, LakeTable.SAMPLES)
+    return count_rows(root, LakeTable.SAMPLES, start, end)

@@ -1,0 +1,265 @@
+"""Spark: user / item features as of each day, feature statistics, the latest user / item snapshots.
+
+Daily partials ``user_daily/``, ``item_daily/`` (partitioned by ``event_date``) hold each entity's counts of
+that day. The features of a sample dated D are the totals over partials of dates ``< D``, i.e. the state at
+00:00 of D; ``point_in_time_features`` builds them and the samples job joins them in (``samples/`` is the
+training table). Missing partials of earlier dates are back-filled, so a first run and a daily run agree.
+
+The features job (``run_features_job``) then writes, for ``[start, end]``:
+
+* ``feature_stats/event_date=<end>/stats.json``: mean / std / min / max of every dense feature of the samples
+  (after log1p where declared), the categorical vocabularies (most frequent first) and the feature-set version;
+* ``user_features/``, ``item_features/``: profile + statistics after the last event of ``end``, for serving,
+  lookalike and graph node features.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from recstack.features.definitions import (
+    DENSE_FEATURES,
+    FEATURE_SET_VERSION,
+    FEATURES_BY_NAME,
+    UNKNOWN,
+)
+from recstack.features.keys import Col, LakeTable
+from recstack.features.schema import ITEM_SCHEMA, USER_SCHEMA, EventType
+from recstack.features.spark_exprs import age_bucket_col, crosses_col, zip_prefix_col
+from recstack.offline.jobs.common import read_events, read_partitioned, write_partitioned
+from recstack.offline.lake import EventLake
+
+COUNTS = ["impressions", "clicks", "ratings", "rating_sum"]
+FIRST_TS = "first_ts"
+ACTIVE_DAYS = "active_days"
+PRIOR_RATING = 3.0  # mean rating used before an entity has any
+CTR_PRIOR = (1.0, 10.0)  # (clicks + 1) / (impressions + 10): smoothed towards 10%
+CONTEXT_VOCABS = ("page", "device", "slot", "hour", "weekday")
+USER_VOCABS = ("age_bucket", Col.GENDER, Col.OCCUPATION, "zip_prefix")
+
+
+def _daily(events: DataFrame, key: str) -> DataFrame:
+    kind = F.col(Col.EVENT_TYPE)
+    rating = kind == EventType.RATING.value
+    return events.groupBy(key, Col.EVENT_DATE).agg(
+        F.sum((kind == EventType.IMPRESSION.value).cast("long")).alias("impressions"),
+        F.sum((kind == EventType.CLICK.value).cast("long")).alias("clicks"),
+        F.sum(rating.cast("long")).alias("ratings"),
+        F.sum(F.when(rating, F.col(Col.VALUE)).otherwise(0.0)).cast("double").alias("rating_sum"),
+        F.min(Col.TS).alias(FIRST_TS),
+    )
+
+
+def _missing_partials(spark: SparkSession, lake_root: Path, table: str, dates: list[dt.date]) -> list[dt.date]:
+    path = Path(lake_root) / table
+    have = {p.name.split("=", 1)[1] for p in path.glob(f"{Col.EVENT_DATE}=*")} if path.exists() else set()
+    return [d for d in dates if d.isoformat() not in have]
+
+
+def write_daily_partials(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date) -> list[dt.date]:
+    """Write ``user_daily`` and ``item_daily`` for [start, end] plus any missing earlier date; returns the
+    dates written."""
+    earlier = [d for d in EventLake(lake_root).event_dates() if d < start]
+    todo = sorted(
+        set(_missing_partials(spark, lake_root, LakeTable.USER_DAILY, earlier))
+        | set(_missing_partials(spark, lake_root, LakeTable.ITEM_DAILY, earlier))
+    )
+    first = min([start, *todo])
+    events = read_events(spark, lake_root, first, end)
+    if todo:
+        keep = todo + [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        events = events.where(F.col(Col.EVENT_DATE).isin(keep))
+    for key, table in ((Col.USER_ID, LakeTable.USER_DAILY), (Col.ITEM_ID, LakeTable.ITEM_DAILY)):
+        write_partitioned(_daily(events, key), lake_root, table)
+    return todo + [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _as_of(daily: DataFrame, key: str, inclusive: bool) -> DataFrame:
+    """Each entity's totals over its daily partials before (or up to, ``inclusive``) each of its dates."""
+    upper = Window.currentRow if inclusive else -1
+    w = Window.partitionBy(key).orderBy(Col.EVENT_DATE).rowsBetween(Window.unboundedPreceding, upper)
+    return daily.select(
+        key,
+        Col.EVENT_DATE,
+        *[F.coalesce(F.sum(c).over(w), F.lit(0)).alias(c) for c in COUNTS],
+        F.count(F.lit(1)).over(w).alias(ACTIVE_DAYS),
+        F.min(FIRST_TS).over(w).alias(FIRST_TS),
+    )
+
+
+def _ratio(num: Column, den: Column, prior: float) -> Column:
+    return F.when(den > 0, num / den).otherwise(F.lit(prior))
+
+
+def user_profile(users: DataFrame) -> DataFrame:
+    """Profile features of each user: age bucket, gender, occupation, zip prefix (unknown when missing)."""
+    return users.select(
+        Col.USER_ID,
+        age_bucket_col(F.col(Col.AGE)).alias("age_bucket"),
+        F.coalesce(F.col(Col.GENDER), F.lit(UNKNOWN)).alias(Col.GENDER),
+        F.coalesce(F.col(Col.OCCUPATION), F.lit(UNKNOWN)).alias(Col.OCCUPATION),
+        zip_prefix_col(F.col(Col.ZIP_CODE)).alias("zip_prefix"),
+    )
+
+
+def _user_columns(stats: DataFrame, users: DataFrame) -> DataFrame:
+    profile = user_profile(users)
+    s = stats.select(
+        Col.USER_ID,
+        Col.EVENT_DATE,
+        F.col("impressions").alias("user_impressions"),
+        F.col("clicks").alias("user_clicks"),
+        ((F.col("clicks") + CTR_PRIOR[0]) / (F.col("impressions") + CTR_PRIOR[1])).alias("user_ctr"),
+        F.col("ratings").alias("user_ratings"),
+        _ratio(F.col("rating_sum"), F.col("ratings"), PRIOR_RATING).alias("user_avg_rating"),
+        F.col(ACTIVE_DAYS).alias("user_active_days"),
+    )
+    return s.join(F.broadcast(profile), Col.USER_ID, "left").fillna(
+        {"age_bucket": 0, Col.GENDER: UNKNOWN, Col.OCCUPATION: UNKNOWN, "zip_prefix": UNKNOWN}
+    )
+
+
+def _item_columns(stats: DataFrame, items: DataFrame, day_start: Column) -> DataFrame:
+    profile = items.select(
+        Col.ITEM_ID,
+        F.coalesce(F.col(Col.GENRES), F.array().cast("array<string>")).alias(Col.GENRES),
+        F.coalesce(F.year(Col.RELEASE_DATE), F.lit(0)).cast("int").alias("release_year"),
+        F.col(Col.RELEASE_DATE),
+    )
+    s = stats.select(
+        Col.ITEM_ID,
+        Col.EVENT_DATE,
+        F.col("impressions").alias("item_impressions"),
+        F.col("clicks").alias("item_clicks"),
+        ((F.col("clicks") + CTR_PRIOR[0]) / (F.col("impressions") + CTR_PRIOR[1])).alias("item_ctr"),
+        F.col("ratings").alias("item_ratings"),
+        _ratio(F.col("rating_sum"), F.col("ratings"), PRIOR_RATING).alias("item_avg_rating"),
+        F.coalesce(
+            (F.unix_seconds(day_start) - F.unix_seconds(F.col(FIRST_TS))) / 86400.0, F.lit(0.0)
+        ).alias("item_age_days"),
+    )
+    out = s.join(F.broadcast(profile), Col.ITEM_ID, "left")
+    years = F.datediff(F.col(Col.EVENT_DATE), F.col(Col.RELEASE_DATE)) / 365.25
+    out = out.withColumn("item_years_since_release", F.coalesce(years, F.lit(0.0)).cast("double"))
+    return out.drop(Col.RELEASE_DATE).fillna({"release_year": 0}).withColumn(
+        Col.GENRES, F.coalesce(F.col(Col.GENRES), F.array().cast("array<string>"))
+    )
+
+
+def profile_tables(spark: SparkSession, lake_root: Path) -> tuple[DataFrame, DataFrame]:
+    """The user and item profile tables; a lake without them (events only) gets empty ones."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    frames = []
+    for table, schema in ((LakeTable.USERS, USER_SCHEMA), (LakeTable.ITEMS, ITEM_SCHEMA)):
+        path = Path(lake_root) / table
+        frames.append(spark.read.parquet(str(path)) if path.exists()
+                      else spark.createDataFrame([], from_arrow_schema(schema)))  # fmt: skip
+    return frames[0], frames[1]
+
+
+def point_in_time_features(
+    spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date
+) -> tuple[DataFrame, DataFrame]:
+    """User and item feature rows keyed by (id, event_date) for dates in [start, end], as of 00:00 of each."""
+    root = Path(lake_root)
+    users, items = profile_tables(spark, root)
+    in_range = F.col(Col.EVENT_DATE).between(F.lit(start), F.lit(end))
+    user_daily = read_partitioned(spark, root, LakeTable.USER_DAILY, None, end)
+    item_daily = read_partitioned(spark, root, LakeTable.ITEM_DAILY, None, end)
+    user_cols = _user_columns(_as_of(user_daily, Col.USER_ID, inclusive=False).where(in_range), users)
+    day_start = F.to_timestamp(F.col(Col.EVENT_DATE))
+    item_cols = _item_columns(_as_of(item_daily, Col.ITEM_ID, inclusive=False).where(in_range), items, day_start)
+    return user_cols, item_cols
+
+
+def join_features(
+    samples: DataFrame, spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, broadcast_rows_max: int
+) -> DataFrame:
+    """``samples`` with their point-in-time user and item features and the hashed crosses.
+
+    The per-day feature tables are broadcast (no shuffle of the samples) while they have at most
+    ``broadcast_rows_max`` rows; above that Spark joins them by shuffling.
+    """
+    for frame, keys in zip(point_in_time_features(spark, lake_root, start, end),
+                           ([Col.USER_ID, Col.EVENT_DATE], [Col.ITEM_ID, Col.EVENT_DATE]), strict=True):  # fmt: skip
+        frame = frame.cache()
+        small = frame.count() <= broadcast_rows_max
+        samples = samples.join(F.broadcast(frame) if small else frame, keys, "left")
+    return samples.withColumn("crosses", crosses_col())
+
+
+def feature_stats(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, vocab_max: int) -> dict[str, object]:
+    """Normalisation statistics of the dense features of the samples in [start, end] and vocabularies."""
+    root = Path(lake_root)
+    samples = read_partitioned(spark, root, LakeTable.SAMPLES, start, end)
+    aggs = []
+    for name in DENSE_FEATURES:
+        x = F.col(name).cast("double")
+        x = F.log1p(x) if FEATURES_BY_NAME[name].log1p else x
+        aggs += [F.mean(x).alias(f"{name}.mean"), F.stddev_pop(x).alias(f"{name}.std"),
+                 F.min(x).alias(f"{name}.min"), F.max(x).alias(f"{name}.max")]  # fmt: skip
+    aggs.append(F.count(F.lit(1)).alias("rows"))
+    aggs += [F.approx_count_distinct(c).alias(f"{c}.cardinality") for c in (Col.USER_ID, Col.ITEM_ID)]
+    row = samples.agg(*aggs).first()
+    assert row is not None
+    values = row.asDict()
+    dense = {
+        name: {"log1p": FEATURES_BY_NAME[name].log1p, **{s: values[f"{name}.{s}"] for s in ("mean", "std", "min", "max")}}
+        for name in DENSE_FEATURES
+    }  # fmt: skip
+    # vocabularies, most frequent first: context from the samples, profiles from the (small) entity tables
+    users, items = profile_tables(spark, root)
+    profiles = user_profile(users)
+    genres = items.select(F.explode(Col.GENRES).alias(Col.GENRES))  # an item without genres adds none
+    years = items.select(F.coalesce(F.year(Col.RELEASE_DATE), F.lit(0)).cast("int").alias("release_year"))
+    sources = [(samples, c) for c in CONTEXT_VOCABS] + [(profiles, c) for c in USER_VOCABS]
+    sources += [(genres, Col.GENRES), (years, "release_year")]
+    vocab: dict[str, list[str]] = {}
+    for frame, c in sources:
+        top = frame.groupBy(F.coalesce(F.col(c).cast("string"), F.lit(UNKNOWN)).alias("v")).count()
+        vocab[c] = [r["v"] for r in top.orderBy(F.desc("count"), "v").limit(vocab_max).collect()]
+    return {
+        "feature_set_version": FEATURE_SET_VERSION,
+        "rows": values["rows"],
+        "dense": dense,
+        "vocab": vocab,
+        "cardinality": {c: values[f"{c}.cardinality"] for c in (Col.USER_ID, Col.ITEM_ID)},
+    }
+
+
+def write_snapshots(spark: SparkSession, lake_root: Path, end: dt.date) -> None:
+    """Profile + statistics of every user and item after the last event of ``end`` (overwritten)."""
+    root = Path(lake_root)
+    users, items = profile_tables(spark, root)
+    as_of = F.lit(end + dt.timedelta(days=1))
+    for key, table, out, build in (
+        (Col.USER_ID, LakeTable.USER_DAILY, LakeTable.USER_FEATURES, lambda s: _user_columns(s, users)),
+        (Col.ITEM_ID, LakeTable.ITEM_DAILY, LakeTable.ITEM_FEATURES,
+         lambda s: _item_columns(s, items, F.to_timestamp(as_of))),
+    ):  # fmt: skip
+        daily = read_partitioned(spark, root, table, None, end)
+        totals = daily.groupBy(key).agg(
+            *[F.sum(c).alias(c) for c in COUNTS], F.count(F.lit(1)).alias(ACTIVE_DAYS), F.min(FIRST_TS).alias(FIRST_TS)
+        ).withColumn(Col.EVENT_DATE, as_of)
+        frame = build(totals).drop(Col.EVENT_DATE)
+        frame.coalesce(1).write.mode("overwrite").parquet(str(root / out))
+
+
+def run_features_job(
+    spark: SparkSession, lake_root: Path | str, start: dt.date, end: dt.date, vocab_max: int = 10_000
+) -> dict[str, object]:
+    """Feature statistics of the samples in [start, end] and the user / item snapshots after ``end``."""
+    root = Path(lake_root)
+    if not (root / LakeTable.SAMPLES).exists():
+        raise FileNotFoundError(f"no samples at {root / LakeTable.SAMPLES}: run `recstack samples` first")
+    stats = feature_stats(spark, root, start, end, vocab_max) | {"start": start.isoformat(), "end": end.isoformat()}
+    stats_dir = root / LakeTable.FEATURE_STATS / f"{Col.EVENT_DATE}={end.isoformat()}"
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    (stats_dir / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
+    write_snapshots(spark, root, end)
+    return {"rows": stats["rows"], "stats": str(stats_dir / "stats.json")}

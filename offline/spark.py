@@ -30,6 +30,8 @@ def spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
         # dimension tables (profiles, daily snapshots) up to this size are broadcast instead of shuffled
         .config("spark.sql.autoBroadcastJoinThreshold", "64m")
+        # a task writes the date partitions it holds side by side instead of sorting its rows by date first
+        .config("spark.sql.maxConcurrentOutputFileWriters", "16")
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)

@@ -19,11 +19,18 @@ _MAX_GROUPS = 1 << (63 - _SHIFT)
 
 def dense_codes(*columns: np.ndarray) -> np.ndarray:
     """One int64 code per row such that rows are equal on every column iff their codes are equal."""
-    code = np.zeros(len(columns[0]), dtype=np.int64)
+    n = len(columns[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort(columns[::-1])
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
     for col in columns:
-        _, inv = np.unique(col, return_inverse=True)
-        _, code = np.unique(code * (int(inv.max(initial=0)) + 1) + inv, return_inverse=True)
-    return code.astype(np.int64)
+        c = col[order]
+        change[1:] |= c[1:] != c[:-1]
+    codes = np.empty(n, dtype=np.int64)
+    codes[order] = np.cumsum(change) - 1
+    return codes
 
 
 def _composite(group: np.ndarray, ts_ms: np.ndarray) -> np.ndarray:

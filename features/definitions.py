@@ -18,9 +18,10 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 import xxhash
 
@@ -145,7 +146,7 @@ def cross_ids(row: dict[str, object], crosses: Sequence[Cross] = CROSSES) -> lis
     for cross in crosses:
         right = row.get(cross.right)
         if FEATURES_BY_NAME[cross.right].kind == Kind.MULTI:
-            values = list(right) if right is not None else []  # a missing multi-valued side has no keys
+            values = list(cast(Iterable[object], right)) if right is not None else []  # missing: no keys
         else:
             values = [right]
         out.extend(hash_bucket(cross_key(cross, row.get(cross.left), v)) for v in values)

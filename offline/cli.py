@@ -97,11 +97,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from recstack.offline.spark import spark_session
 
     settings = _settings(args)
-    jobs = settings.jobs
-    if getattr(args, "window", None):
-        jobs = jobs.model_copy(update={"attribution_window_s": args.window})
-    if getattr(args, "gap", None):
-        jobs = jobs.model_copy(update={"session_gap_s": args.gap})
+    from recstack.features.settings import JobSettings
+
+    overrides = {"attribution_window_s": getattr(args, "window", None), "session_gap_s": getattr(args, "gap", None)}
+    jobs = JobSettings.model_validate(settings.jobs.model_dump() | {k: v for k, v in overrides.items() if v})
     start, end = _date_range(args, settings)
     if start > end:
         raise ValueError(f"--start {start} is after --end {end}")
@@ -120,7 +119,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from recstack.offline.bench.features import bench_features
 
         progress = StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
-        result = bench_features(args.events, settings, seed=args.seed, progress=progress)
+        workdir = settings.home / "bench"
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = bench_features(args.events, settings, seed=args.seed, workdir=workdir, progress=progress)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0
 

@@ -217,12 +217,15 @@ def feature_stats(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.
     profiles = user_profile(users)
     genres = items.select(F.explode(Col.GENRES).alias(Col.GENRES))  # an item without genres adds none
     years = items.select(F.coalesce(F.year(Col.RELEASE_DATE), F.lit(0)).cast("int").alias("release_year"))
-    sources = [(samples, c) for c in CONTEXT_VOCABS] + [(profiles, c) for c in USER_VOCABS]
+    context = samples.groupBy(*CONTEXT_VOCABS).count().cache()  # one pass over the samples, a small result
+    sources = [(context, c) for c in CONTEXT_VOCABS] + [(profiles, c) for c in USER_VOCABS]
     sources += [(genres, Col.GENRES), (years, "release_year")]
     vocab: dict[str, list[str]] = {}
     for frame, c in sources:
-        top = frame.groupBy(F.coalesce(F.col(c).cast("string"), F.lit(UNKNOWN)).alias("v")).count()
-        vocab[c] = [r["v"] for r in top.orderBy(F.desc("count"), "v").limit(vocab_max).collect()]
+        weight = F.sum("count") if frame is context else F.count(F.lit(1))
+        top = frame.groupBy(F.coalesce(F.col(c).cast("string"), F.lit(UNKNOWN)).alias("v")).agg(weight.alias("n"))
+        vocab[c] = [r["v"] for r in top.orderBy(F.desc("n"), "v").limit(vocab_max).collect()]
+    context.unpersist()
     return {
         "feature_set_version": FEATURE_SET_VERSION,
         "rows": values["rows"],

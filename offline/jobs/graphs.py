@@ -26,6 +26,7 @@ import datetime as dt
 import math
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from recstack.features.definitions import UNKNOWN
@@ -144,12 +145,12 @@ def user_user_edges(profiles: DataFrame, degree: int, seed: int = 42) -> DataFra
         pairs = pairs.unionByName(c)
     pairs = pairs.unionByName(pairs.select(F.col("dst").alias("src"), F.col("src").alias("dst")))
     pairs = pairs.where(F.col("src") != F.col("dst")).distinct()
-    a = profiles.select(F.col(Col.USER_ID).alias("src"), *[F.col(c).alias(f"s_{c}") for c in USER_ATTRS])
-    b = profiles.select(F.col(Col.USER_ID).alias("dst"), *[F.col(c).alias(f"d_{c}") for c in USER_ATTRS])
+    src_attrs = profiles.select(F.col(Col.USER_ID).alias("src"), *[F.col(c).alias(f"s_{c}") for c in USER_ATTRS])
+    dst_attrs = profiles.select(F.col(Col.USER_ID).alias("dst"), *[F.col(c).alias(f"d_{c}") for c in USER_ATTRS])
     shared = sum(
         ((F.col(f"s_{c}") == F.col(f"d_{c}")) & (F.col(f"s_{c}") != UNKNOWN)).cast("int") for c in USER_ATTRS
     )
-    weighted = pairs.join(a, "src").join(b, "dst").select("src", "dst", shared.cast("double").alias("weight"))
+    weighted = pairs.join(src_attrs, "src").join(dst_attrs, "dst").select("src", "dst", shared.cast("double").alias("weight"))
     tie = F.xxhash64(F.col("src"), F.col("dst"), F.lit(seed))
     rank = F.row_number().over(Window.partitionBy("src").orderBy(F.desc("weight"), tie))
     return weighted.withColumn("r", rank).where(F.col("r") <= degree).drop("r")
@@ -202,8 +203,8 @@ def run_graphs_job(
     uu = uu.join(F.broadcast(users.select(F.col(Col.USER_ID).alias("src"), F.col("idx").alias("src_idx"))), "src")
     uu = uu.join(F.broadcast(users.select(F.col(Col.USER_ID).alias("dst"), F.col("idx").alias("dst_idx"))), "dst")
     uu.write.mode("overwrite").parquet(str(out / "user_user"))
-    counts = {
-        name: spark.read.parquet(str(out / name)).count()
+    counts = {  # from the Parquet footers, no data read
+        name: pq.ParquetDataset(out / name).read(columns=[]).num_rows
         for name in ("nodes_users", "nodes_items", "user_item", "item_item", "user_user")
     }
     ui.unpersist()

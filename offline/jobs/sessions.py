@@ -59,7 +59,7 @@ def build_sessions(spark: SparkSession, lake_root: Path | str, start: dt.date, e
         Col.USER_ID,
         "start_ts",
         "end_ts",
-        ((F.col("end_ts").cast("double") - F.col("start_ts").cast("double"))).alias("duration_s"),
+        (F.col("end_ts").cast("double") - F.col("start_ts").cast("double")).alias("duration_s"),
         "n_events",
         "n_clicks",
         "n_ratings",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = [[], ["demo"], ["ingest"], ["ingest", "movielens"], ["ingest", "synthetic"], ["samples"], ["train"],
-            ["serve"], ["redis"]]  # fmt: skip
+COMMANDS = [[], ["demo"], ["ingest"], ["ingest", "movielens"], ["ingest", "synthetic"], ["samples"], ["features"],
+            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["train"], ["serve"],
+            ["redis"]]  # fmt: skip
 
 
 def _run(
@@ -35,6 +37,26 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path) -> None:
     assert "is not a directory" in r.stderr
     r = _run(["samples", "--start", "yesterday"])
     assert r.returncode == 2 and "not a date" in r.stderr
+    r = _run(["pipeline", "--home", str(tmp_path)])
+    assert r.returncode != 0 and "no events in the lake" in r.stderr
+    assert _run(["ingest", "synthetic", "--events", "2000", "--home", str(tmp_path)]).returncode == 0
+    r = _run(["pipeline", "--home", str(tmp_path), "--start", "2026-01-05", "--end", "2026-01-01"])
+    assert r.returncode == 2 and "is after --end" in r.stderr
+    r = _run(["sessions", "--home", str(tmp_path), "--gap", "90000"])
+    assert r.returncode == 2 and "session_gap_s" in r.stderr
+
+
+@pytest.mark.integration
+def test_bench_features_prints_a_json_last_line(tmp_path: Path) -> None:
+    r = _run(["bench", "features", "--events", "5000", "--json", "--home", str(tmp_path)], timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("events", "seconds", "events_per_s", "peak_rss_mb", "stage_seconds"):
+        assert key in result, key
+    assert set(result["stage_seconds"]) == {"samples", "features", "sessions", "graphs"}
+    assert result["events"] > 4000 and result["samples"] > 0 and result["peak_rss_mb"] > 100
+    assert result["events_per_s"] == round(result["events"] / result["seconds"])
+    assert "[4/4] graphs" in r.stderr  # progress goes to stderr in --json mode
 
 
 @pytest.mark.integration

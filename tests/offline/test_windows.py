@@ -1,0 +1,73 @@
+"""The point-in-time kernels against brute force on random data with many ties (no Spark)."""
+
+from __future__ import annotations
+
+import numpy as np
+from recstack.offline.jobs.windows import (
+    dense_codes,
+    first_match_within,
+    first_per_group,
+    group_max,
+    recent_values,
+    window_counts,
+)
+
+RNG = np.random.default_rng(3)
+T0 = 1_767_225_600_000  # 2026-01-01 in ms
+
+
+def _data(n_q: int = 300, n_c: int = 500) -> tuple[np.ndarray, ...]:
+    qg, cg = RNG.integers(0, 12, n_q), RNG.integers(0, 12, n_c)
+    # coarse times (multiples of 500 ms) so that equal timestamps and exact window edges are common
+    qt, ct = T0 + RNG.integers(0, 40, n_q) * 500, T0 + RNG.integers(0, 40, n_c) * 500
+    return qg, qt, cg, ct
+
+
+def test_window_counts_are_strictly_before_and_include_the_lower_edge() -> None:
+    qg, qt, cg, ct = _data()
+    windows = [500, 2000, 7000]
+    got = window_counts(qg, qt, cg, ct, windows)
+    for i in range(len(qg)):
+        for j, w in enumerate(windows):
+            want = np.sum((cg == qg[i]) & (ct >= qt[i] - w) & (ct < qt[i]))
+            assert got[i, j] == want
+
+
+def test_recent_values_newest_first_within_the_window() -> None:
+    qg, qt, cg, ct = _data()
+    values = RNG.integers(100, 110, len(cg))
+    offsets, vals = recent_values(qg, qt, cg, ct, values, 6000, 4)
+    for i in range(len(qg)):
+        m = (cg == qg[i]) & (ct >= qt[i] - 6000) & (ct < qt[i])
+        order = np.lexsort((values[m], ct[m]))[::-1]  # newest first; equal times: larger value is newer
+        assert vals[offsets[i] : offsets[i + 1]].tolist() == values[m][order][:4].tolist()
+
+
+def test_first_match_within_and_group_max() -> None:
+    qg, qt, cg, ct = _data()
+    got = first_match_within(qg, qt, cg, ct, 1500)
+    for i in range(len(qg)):
+        m = (cg == qg[i]) & (ct >= qt[i]) & (ct <= qt[i] + 1500)
+        assert got[i] == (ct[m].min() if m.any() else -1)
+    labels = RNG.integers(0, 2, len(cg))
+    best = group_max(qg, cg[:50], labels[:50])
+    for i in range(len(qg)):
+        m = cg[:50] == qg[i]
+        assert best[i] == (labels[:50][m].max() if m.any() else -1)
+    assert len(first_match_within(qg, qt, cg[:0], ct[:0], 10)) == len(qg)
+
+
+def test_dense_codes_and_first_per_group() -> None:
+    a, b = RNG.integers(0, 5, 1000), RNG.integers(-(2**62), 2**62, 1000) % 7
+    codes = dense_codes(a, b)
+    pairs = list(zip(a.tolist(), b.tolist(), strict=True))
+    for i in range(0, 1000, 37):
+        for j in range(0, 1000, 41):
+            assert (codes[i] == codes[j]) == (pairs[i] == pairs[j])
+    assert codes.max() + 1 == len(set(pairs))
+    ts = RNG.integers(0, 3, 1000)
+    first = first_per_group(codes, ts, b)
+    assert len(first) == len(set(pairs))
+    for k in first:
+        same = codes == codes[k]
+        assert ts[k] == ts[same].min()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -197,21 +198,29 @@ def feature_stats(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.
     """Normalisation statistics of the dense features of the samples in [start, end] and vocabularies."""
     root = Path(lake_root)
     samples = read_partitioned(spark, root, LakeTable.SAMPLES, start, end)
-    aggs = []
+    # plain sums (codegen'd, one pass) rather than Spark's Welford stddev: var = E[x^2] - E[x]^2
+    aggs = [F.count(F.lit(1)).alias("rows")]
     for name in DENSE_FEATURES:
         x = F.col(name).cast("double")
         x = F.log1p(x) if FEATURES_BY_NAME[name].log1p else x
-        aggs += [F.mean(x).alias(f"{name}.mean"), F.stddev_pop(x).alias(f"{name}.std"),
+        aggs += [F.sum(x).alias(f"{name}.sum"), F.sum(x * x).alias(f"{name}.sumsq"), F.count(x).alias(f"{name}.n"),
                  F.min(x).alias(f"{name}.min"), F.max(x).alias(f"{name}.max")]  # fmt: skip
-    aggs.append(F.count(F.lit(1)).alias("rows"))
-    aggs += [F.approx_count_distinct(c).alias(f"{c}.cardinality") for c in (Col.USER_ID, Col.ITEM_ID)]
     row = samples.agg(*aggs).first()
     assert row is not None
     values = row.asDict()
-    dense = {
-        name: {"log1p": FEATURES_BY_NAME[name].log1p, **{s: values[f"{name}.{s}"] for s in ("mean", "std", "min", "max")}}
-        for name in DENSE_FEATURES
-    }  # fmt: skip
+    dense: dict[str, dict[str, object]] = {}
+    for name in DENSE_FEATURES:
+        n = values[f"{name}.n"] or 0
+        mean = values[f"{name}.sum"] / n if n else None
+        var = max(values[f"{name}.sumsq"] / n - mean * mean, 0.0) if mean is not None else None
+        dense[name] = {"log1p": FEATURES_BY_NAME[name].log1p, "mean": mean,
+                       "std": None if var is None else math.sqrt(var),
+                       "min": values[f"{name}.min"], "max": values[f"{name}.max"]}  # fmt: skip
+    # entities shown in the range, exactly, from the small daily partials
+    cardinality = {
+        key: read_partitioned(spark, root, table, start, end).where(F.col("impressions") > 0).select(key).distinct().count()
+        for key, table in ((Col.USER_ID, LakeTable.USER_DAILY), (Col.ITEM_ID, LakeTable.ITEM_DAILY))
+    }
     # vocabularies, most frequent first: context from the samples, profiles from the (small) entity tables
     users, items = profile_tables(spark, root)
     profiles = user_profile(users)
@@ -231,7 +240,7 @@ def feature_stats(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.
         "rows": values["rows"],
         "dense": dense,
         "vocab": vocab,
-        "cardinality": {c: values[f"{c}.cardinality"] for c in (Col.USER_ID, Col.ITEM_ID)},
+        "cardinality": cardinality,
     }
 
 

@@ -55,7 +55,6 @@ class LakeTable:
     SAMPLES = "samples"
     USER_DAILY = "user_daily"
     ITEM_DAILY = "item_daily"
-    TRAINING = "training"
     FEATURE_STATS = "feature_stats"
     USER_FEATURES = "user_features"
     ITEM_FEATURES = "item_features"

@@ -55,7 +55,7 @@ def _daily(events: DataFrame, key: str) -> DataFrame:
     )
 
 
-def _missing_partials(spark: SparkSession, lake_root: Path, table: str, dates: list[dt.date]) -> list[dt.date]:
+def _missing_partials(lake_root: Path, table: str, dates: list[dt.date]) -> list[dt.date]:
     path = Path(lake_root) / table
     have = {p.name.split("=", 1)[1] for p in path.glob(f"{Col.EVENT_DATE}=*")} if path.exists() else set()
     return [d for d in dates if d.isoformat() not in have]
@@ -66,8 +66,8 @@ def write_daily_partials(spark: SparkSession, lake_root: Path, start: dt.date, e
     dates written."""
     earlier = [d for d in EventLake(lake_root).event_dates() if d < start]
     todo = sorted(
-        set(_missing_partials(spark, lake_root, LakeTable.USER_DAILY, earlier))
-        | set(_missing_partials(spark, lake_root, LakeTable.ITEM_DAILY, earlier))
+        set(_missing_partials(lake_root, LakeTable.USER_DAILY, earlier))
+        | set(_missing_partials(lake_root, LakeTable.ITEM_DAILY, earlier))
     )
     first = min([start, *todo])
     events = read_events(spark, lake_root, first, end)
@@ -79,10 +79,9 @@ def write_daily_partials(spark: SparkSession, lake_root: Path, start: dt.date, e
     return todo + [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def _as_of(daily: DataFrame, key: str, inclusive: bool) -> DataFrame:
-    """Each entity's totals over its daily partials before (or up to, ``inclusive``) each of its dates."""
-    upper = Window.currentRow if inclusive else -1
-    w = Window.partitionBy(key).orderBy(Col.EVENT_DATE).rowsBetween(Window.unboundedPreceding, upper)
+def _as_of(daily: DataFrame, key: str) -> DataFrame:
+    """Each entity's totals over its daily partials of dates before each of its dates (00:00 state)."""
+    w = Window.partitionBy(key).orderBy(Col.EVENT_DATE).rowsBetween(Window.unboundedPreceding, -1)
     return daily.select(
         key,
         Col.EVENT_DATE,
@@ -172,9 +171,9 @@ def point_in_time_features(
     in_range = F.col(Col.EVENT_DATE).between(F.lit(start), F.lit(end))
     user_daily = read_partitioned(spark, root, LakeTable.USER_DAILY, None, end)
     item_daily = read_partitioned(spark, root, LakeTable.ITEM_DAILY, None, end)
-    user_cols = _user_columns(_as_of(user_daily, Col.USER_ID, inclusive=False).where(in_range), users)
+    user_cols = _user_columns(_as_of(user_daily, Col.USER_ID).where(in_range), users)
     day_start = F.to_timestamp(F.col(Col.EVENT_DATE))
-    item_cols = _item_columns(_as_of(item_daily, Col.ITEM_ID, inclusive=False).where(in_range), items, day_start)
+    item_cols = _item_columns(_as_of(item_daily, Col.ITEM_ID).where(in_range), items, day_start)
     return user_cols, item_cols
 
 

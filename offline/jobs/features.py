@@ -106,17 +106,22 @@ def user_profile(users: DataFrame) -> DataFrame:
     )
 
 
+def _activity_columns(prefix: str) -> list[Column]:
+    """``<prefix>_impressions``, ``_clicks``, smoothed ``_ctr``, ``_ratings`` and ``_avg_rating`` from totals."""
+    clicks, impressions, ratings = F.col("clicks"), F.col("impressions"), F.col("ratings")
+    return [
+        impressions.alias(f"{prefix}_impressions"),
+        clicks.alias(f"{prefix}_clicks"),
+        ((clicks + CTR_PRIOR[0]) / (impressions + CTR_PRIOR[1])).alias(f"{prefix}_ctr"),
+        ratings.alias(f"{prefix}_ratings"),
+        _ratio(F.col("rating_sum"), ratings, PRIOR_RATING).alias(f"{prefix}_avg_rating"),
+    ]
+
+
 def _user_columns(stats: DataFrame, users: DataFrame) -> DataFrame:
     profile = user_profile(users)
     s = stats.select(
-        Col.USER_ID,
-        Col.EVENT_DATE,
-        F.col("impressions").alias("user_impressions"),
-        F.col("clicks").alias("user_clicks"),
-        ((F.col("clicks") + CTR_PRIOR[0]) / (F.col("impressions") + CTR_PRIOR[1])).alias("user_ctr"),
-        F.col("ratings").alias("user_ratings"),
-        _ratio(F.col("rating_sum"), F.col("ratings"), PRIOR_RATING).alias("user_avg_rating"),
-        F.col(ACTIVE_DAYS).alias("user_active_days"),
+        Col.USER_ID, Col.EVENT_DATE, *_activity_columns("user"), F.col(ACTIVE_DAYS).alias("user_active_days")
     )
     return s.join(F.broadcast(profile), Col.USER_ID, "left").fillna(
         {"age_bucket": 0, Col.GENDER: UNKNOWN, Col.OCCUPATION: UNKNOWN, "zip_prefix": UNKNOWN}
@@ -133,11 +138,7 @@ def _item_columns(stats: DataFrame, items: DataFrame, day_start: Column) -> Data
     s = stats.select(
         Col.ITEM_ID,
         Col.EVENT_DATE,
-        F.col("impressions").alias("item_impressions"),
-        F.col("clicks").alias("item_clicks"),
-        ((F.col("clicks") + CTR_PRIOR[0]) / (F.col("impressions") + CTR_PRIOR[1])).alias("item_ctr"),
-        F.col("ratings").alias("item_ratings"),
-        _ratio(F.col("rating_sum"), F.col("ratings"), PRIOR_RATING).alias("item_avg_rating"),
+        *_activity_columns("item"),
         F.coalesce(
             (F.unix_seconds(day_start) - F.unix_seconds(F.col(FIRST_TS))) / 86400.0, F.lit(0.0)
         ).alias("item_age_days"),

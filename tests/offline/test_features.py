@@ -18,6 +18,8 @@ from recstack.features.definitions import (
     FEATURES_BY_NAME,
     age_bucket,
     cross_ids,
+    hour_of_day,
+    weekday,
     zip_prefix,
 )
 from recstack.features.keys import Col
@@ -124,6 +126,9 @@ def test_daily_features_are_as_of_the_start_of_the_day_and_runs_are_incremental(
     assert sorted(first["genres"].iloc[0]) == ["Comedy", "Drama"] and first["release_year"].iloc[0] == 2020
     u2 = t[t[Col.USER_ID] == 2].iloc[0]
     assert (u2["gender"], u2["age_bucket"], u2["user_impressions"]) == ("unknown", 0, 0)
+    # Spark's hour / weekday agree with the online functions on every row
+    for ts, hour, day in zip(t[Col.TS], t["hour"], t["weekday"], strict=True):
+        assert (hour, day) == (hour_of_day(ts.to_pydatetime()), weekday(ts.to_pydatetime()))
     row = t.iloc[0].to_dict()
     assert list(row["crosses"]) == cross_ids(row)  # Spark's crosses in the table agree with the online function
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 COMMANDS = [[], ["demo"], ["ingest"], ["ingest", "movielens"], ["ingest", "synthetic"], ["samples"], ["features"],
-            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["train"], ["serve"],
+            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["bench", "embeddings"], ["train"], ["serve"],
             ["redis"]]  # fmt: skip
 
 
@@ -60,6 +60,38 @@ def test_bench_features_prints_a_json_last_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_bench_embeddings_prints_the_json_keys(tmp_path: Path) -> None:
+    """A small split directory (two planted communities) through the real bench command."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(1, 81):
+        block = 1 if u <= 40 else 31
+        for i in rng.choice(30, 12, replace=False):
+            rows.append((u, block + int(i), int(rng.integers(1, 6)), 880_000_000 + len(rows)))
+    rows = [rows[k] for k in rng.permutation(len(rows))]
+    split = tmp_path / "split"
+    split.mkdir()
+    count: dict[int, int] = {}
+    test_mask = np.zeros(len(rows), bool)
+    for k, (u, *_rest) in enumerate(rows):  # each user's first 3 rows are its test rows
+        count[u] = count.get(u, 0) + 1
+        test_mask[k] = count[u] <= 3
+    for name, mask in (("train.tsv", ~test_mask), ("test.tsv", test_mask)):
+        (split / name).write_text("".join("\t".join(map(str, r)) + "\n" for r, m in zip(rows, mask, strict=True) if m))
+    r = _run(["bench", "embeddings", "--data", str(split), "--json", "--home", str(tmp_path)], timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["split"] == "reference" and result["users"] == 80
+    for model in ("deepwalk", "graphsage"):
+        assert {"ndcg@10", "recall@10", "precision@10", "coverage_items", "train_s"} <= set(result[model])
+        # planted communities: far better than the popularity baseline's near-random ranking here
+        assert result[model]["ndcg@10"] > result["popularity"]["ndcg@10"] + 0.1, result
+    r = _run(["bench", "embeddings", "--data", str(tmp_path / "nope"), "--json"])
+    assert r.returncode == 2 and "not a directory" in r.stderr
+
+
 def test_demo_no_serve_end_to_end(tmp_path: Path, redis_url: str) -> None:
     r = _run(["demo", "--no-serve", "--events", "30000", "--home", str(tmp_path)],
              env={"RECSTACK_REDIS__URL": redis_url}, timeout=300)  # fmt: skip

@@ -17,13 +17,19 @@ from recstack.offline.jobs.pipeline import run_pipeline
 from recstack.offline.lake import EventLake
 
 
-@pytest.mark.integration
-def test_pipeline_on_ml100k(spark, ml100k: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    lake = EventLake(tmp_path / "lake")
+@pytest.fixture(scope="module")
+def ml100k_lake(spark, ml100k: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    lake = EventLake(tmp_path_factory.mktemp("ml100k") / "lake")
     ingest_movielens(ml100k, lake, DataSettings(impressions_per_request=5))
     dates = lake.event_dates()
     lines: list[str] = []
     report = run_pipeline(spark, lake.root, dates[0], dates[-1], JobSettings(), progress=lines.append)
+    return lake, report, lines
+
+
+@pytest.mark.integration
+def test_pipeline_on_ml100k(ml100k_lake) -> None:  # type: ignore[no-untyped-def]
+    lake, report, lines = ml100k_lake
     assert len([x for x in lines if "done in" in x]) == 4  # a progress line per stage
 
     # samples: one per distinct impression (up to 5 per rating; early slates are shorter), the rated one
@@ -64,3 +70,44 @@ def test_pipeline_on_ml100k(spark, ml100k: Path, tmp_path: Path) -> None:  # typ
     assert len(ii) > 10_000 and ii.groupby("src").size().max() <= JobSettings().item_neighbors_max
     uu = pd.read_parquet(g / "user_user")
     assert uu["src"].nunique() > 0.95 * 943 and uu.groupby("src").size().max() <= JobSettings().user_user_degree
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model", ["deepwalk", "graphsage"])
+def test_graph_models_train_on_the_pipeline_output(ml100k_lake, model: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The graph-embedding jobs read the pipeline's graphs, log to a real MLflow (sqlite + local artifacts),
+    register a version and publish a release the online service loads."""
+    from mlflow.tracking import MlflowClient
+    from recstack.features.settings import Settings
+    from recstack.models.deepwalk import DeepWalkConfig
+    from recstack.models.graphsage import SageConfig
+    from recstack.offline.jobs.embeddings import run_embedding_job
+    from recstack.online.pipeline import ServingRelease
+
+    lake, _, _ = ml100k_lake
+    settings = Settings(home=tmp_path)
+    settings = settings.model_copy(update={"lake": settings.lake.model_copy(update={"root": lake.root})})
+    assert settings.lake_root == lake.root
+    cfg = (DeepWalkConfig(dim=32, walks_per_node=4, walk_length=20, epochs=2) if model == "deepwalk"
+           else SageConfig(dim=32, epochs=3, lr=0.01, l2=1e-2, loss="softmax", negatives=256))  # fmt: skip
+    lines: list[str] = []
+    result = run_embedding_job(settings, model, holdout=0.1, progress=lines.append, cfg=cfg)
+    m = result["metrics"]
+    assert 0.05 < m["ndcg@10"] <= 1 and m["users"] > 50 and m["coverage_items"] >= 10  # ~90 users in the newest 10 %
+    assert result["users"] == 943 and result["items"] == 1682
+    release = ServingRelease.load(Path(result["release"]))
+    assert release.artifact.model == model and release.index.index.ntotal == 1682
+    nbrs = np.load(Path(result["release"]) / "item_neighbors.npz")
+    assert nbrs["neighbors"].shape == (1682, 50)
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(result["run_id"])
+    assert run.data.metrics["ndcg_at_10"] == pytest.approx(m["ndcg@10"])
+    assert run.data.params["dim"] == "32" and run.data.tags["lineage.partition_count"] == str(len(lake.event_dates()))
+    files = {f.path for f in client.list_artifacts(result["run_id"])}
+    assert {"model", "neighbors", "lineage.json"} <= files
+    if model == "graphsage":
+        assert {"state", "lookalike"} <= files
+    version = client.get_model_version(f"recstack-{model}", result["registered_version"])
+    assert version.run_id == result["run_id"]
+    assert any("registered version" in x for x in lines)

@@ -1,0 +1,111 @@
+"""DeepWalk and GraphSAGE learn the structure of a planted two-community graph; GraphSAGE is inductive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from recstack.features.keys import Col
+from recstack.models.deepwalk import DeepWalkConfig
+from recstack.models.evaluation import Interactions
+from recstack.models.graphsage import SageConfig
+from recstack.models.recall import RecallData, fit_deepwalk, fit_graphsage, item_neighbors
+
+USERS, ITEMS = 60, 40
+
+
+def _planted(
+    seed: int = 0, holdout_user: int | None = None
+) -> tuple[Interactions, pd.DataFrame, pd.DataFrame]:
+    """Users 0..29 watch items 0..19, users 30..59 items 20..39 (8 each, plus 1 random cross-over)."""
+    rng = np.random.default_rng(seed)
+    us, its = [], []
+    for u in range(USERS):
+        block = 0 if u < USERS // 2 else ITEMS // 2
+        for i in rng.choice(ITEMS // 2, 8, replace=False):
+            us.append(u)
+            its.append(block + int(i))
+        us.append(u)
+        its.append(int(rng.integers(0, ITEMS)))
+    users = pd.DataFrame({Col.USER_ID: np.arange(USERS), Col.AGE: np.where(np.arange(USERS) < 30, 25, 55),
+                          Col.GENDER: np.where(np.arange(USERS) < 30, "F", "M"), Col.OCCUPATION: "x",
+                          Col.ZIP_CODE: "12345"})  # fmt: skip
+    items = pd.DataFrame(
+        {Col.ITEM_ID: np.arange(ITEMS), Col.GENRES: [["a"] if i < 20 else ["b"] for i in range(ITEMS)]}
+    )
+    data = Interactions(np.array(us), np.array(its), np.arange(len(us)), np.ones(len(us)))
+    if holdout_user is not None:
+        data = data.take(data.users != holdout_user)
+    return data, users, items
+
+
+def _cos(x: np.ndarray) -> np.ndarray:
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return x @ x.T
+
+
+def _same_vs_cross(item_vectors: np.ndarray) -> tuple[float, float]:
+    sim = _cos(item_vectors)
+    block = np.arange(ITEMS) < ITEMS // 2
+    same = block[:, None] == block[None, :]
+    off_diag = ~np.eye(ITEMS, dtype=bool)
+    return float(sim[same & off_diag].mean()), float(sim[~same].mean())
+
+
+def test_deepwalk_places_co_watched_items_closer() -> None:
+    data, users, items = _planted()
+    art = fit_deepwalk(RecallData.build(data, users, items), DeepWalkConfig(dim=16, walks_per_node=8, walk_length=20,
+                                                                            epochs=3), "t")  # fmt: skip
+    same, cross = _same_vs_cross(art.item_vectors)
+    assert same > cross + 0.2, (same, cross)
+    ids, _ = item_neighbors(art.item_vectors, art.item_ids, 5)
+    same_block = (ids < 20) == (art.item_ids[:, None] < 20)
+    assert same_block.mean() > 0.8
+    assert not (ids == art.item_ids[:, None]).any()  # an item is never its own neighbour
+
+
+def test_deepwalk_is_deterministic_with_a_seed() -> None:
+    data, users, items = _planted()
+    cfg = DeepWalkConfig(dim=8, walks_per_node=2, walk_length=10, epochs=1)
+    a = fit_deepwalk(RecallData.build(data, users, items), cfg, "a")
+    b = fit_deepwalk(RecallData.build(data, users, items), cfg, "b")
+    assert np.array_equal(a.item_vectors, b.item_vectors)
+
+
+SAGE = SageConfig(
+    dim=16, epochs=15, batch_size=128, lr=0.01, l2=1e-3, loss="softmax", negatives=32, fanouts=(5, 5)
+)
+
+
+def test_graphsage_places_co_watched_items_closer_and_ranks_own_community() -> None:
+    data, users, items = _planted()
+    rd = RecallData.build(data, users, items)
+    art, _ = fit_graphsage(rd, SAGE, "t")
+    same, cross = _same_vs_cross(art.item_vectors)
+    assert same > cross + 0.2, (same, cross)
+    scores = art.user_vectors @ art.item_vectors.T
+    top = np.argsort(-scores, axis=1)[:, :5]
+    own = (top < 20) == (np.arange(USERS)[:, None] < 30)
+    assert own.mean() > 0.8
+
+
+def test_graphsage_embeds_an_unseen_user_inductively() -> None:
+    data, users, items = _planted(holdout_user=3)
+    rd = RecallData.build(data, users, items)
+    assert 3 not in rd.user_ids
+    art, sage = fit_graphsage(rd, SAGE, "t")
+    new = sage.embed_new_users(
+        [np.array([0, 1, 2, 5, 999])], users[users[Col.USER_ID] == 3]
+    )  # 999: unknown item
+    assert new.shape == (1, art.dim) and np.isfinite(new).all()
+    scores = new @ art.item_vectors.T
+    top = art.item_ids[np.argsort(-scores[0])[:10]]
+    assert (top < 20).mean() >= 0.8, top
+    # features alone still give an embedding
+    cold = sage.embed_new_users([np.array([], np.int64)], users[users[Col.USER_ID] == 3])
+    assert np.isfinite(cold).all() and np.abs(cold).sum() > 0
+
+
+def test_graphsage_rejects_bad_config() -> None:
+    with pytest.raises(ValueError, match="fanouts"):
+        SageConfig(layers=2, fanouts=(5,))

@@ -141,8 +141,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if not 0 < args.holdout < 1:
             raise ValueError("--holdout must be in (0, 1)")
+        cfg = None
+        if args.item2vec:
+            if args.model != "deepwalk":
+                raise ValueError("--item2vec applies to --model deepwalk")
+            from dataclasses import replace
+
+            from recstack.models.recall import DEFAULT_DEEPWALK
+
+            cfg = replace(DEFAULT_DEEPWALK, use_sessions=True)
         result = run_embedding_job(settings, args.model, holdout=args.holdout, evaluate_first=not args.no_eval,
-                                   publish=not args.no_publish, progress=StepProgress(1).line)  # fmt: skip
+                                   publish=not args.no_publish, progress=StepProgress(1).line, cfg=cfg)  # fmt: skip
         print(json.dumps(result))
         return 0
     release = run_train_job(
@@ -284,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.1, help="graph models: newest fraction of edges held out")
     p.add_argument("--no-eval", action="store_true", help="graph models: skip the holdout evaluation")
     p.add_argument("--no-publish", action="store_true", help="graph models: log and register only")
+    p.add_argument("--item2vec", action="store_true", help="deepwalk: add the session item sequences to the walks")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve", parents=[common], help="run the recommendation API",

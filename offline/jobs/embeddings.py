@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,15 @@ from recstack.features.keys import Col, LakeTable
 from recstack.features.settings import Settings
 from recstack.models.artifact import ArtifactError, EmbeddingArtifact
 from recstack.models.evaluation import Interactions, evaluate, time_split, topk_from_scores
-from recstack.models.graph import CSRGraph
-from recstack.models.graphsage import SageConfig, train_link_sage
 from recstack.models.index import VectorIndex
-from recstack.models.node_features import FeatureEncoder, aligned
+from recstack.models.node_features import FeatureEncoder
 from recstack.models.recall import (
     DEFAULT_DEEPWALK,
     DEFAULT_GRAPHSAGE,
     RecallData,
     fit_deepwalk,
     fit_graphsage,
+    fit_lookalike,
     item_neighbors,
     score_fn,
 )
@@ -48,7 +46,6 @@ from recstack.offline.jobs.graphs import latest_graphs_dir
 from recstack.offline.jobs.train import publish_release
 
 MODELS = ("deepwalk", "graphsage")
-LOOKALIKE = SageConfig(epochs=10, lr=0.005, l2=1e-2, loss="softmax", negatives=256, fanouts=(10, 10))
 
 
 def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -126,21 +123,10 @@ def train_lookalike(lake_root: Path, encoder: FeatureEncoder, users: pd.DataFram
     if len(uu) == 0:
         return None
     ids = nodes[Col.USER_ID].to_numpy(np.int64)
-    graph = CSRGraph.from_edges(
-        uu["src_idx"].to_numpy(), uu["dst_idx"].to_numpy(), len(ids), uu["weight"].to_numpy(), symmetric=True
-    )
     profile = users if users is not None else pd.DataFrame({Col.USER_ID: ids})
-    feats = encoder.user_matrix(aligned(profile, Col.USER_ID, ids))
-    model = train_link_sage(graph, feats, uu["src_idx"].to_numpy(), uu["dst_idx"].to_numpy(), (0, len(ids)),
-                            replace(LOOKALIKE, normalize=True, temperature=0.1), progress)  # fmt: skip
-    assert model.embeddings is not None
-    vec = model.embeddings.numpy()
-    return EmbeddingArtifact(
-        model="lookalike-graphsage", version="", user_ids=ids, user_vectors=vec, item_ids=ids, item_vectors=vec,
-        popular_items=np.empty(0, np.int64), popular_scores=np.empty(0, np.float32),
-        seen_indptr=np.zeros(len(ids) + 1, np.int64), seen_items=np.empty(0, np.int64),
-        params={"edges": len(uu), **{k: str(v) for k, v in vars(model.config).items()}},
-    )  # fmt: skip
+    return fit_lookalike(
+        ids, uu["src_idx"].to_numpy(), uu["dst_idx"].to_numpy(), profile, encoder, progress=progress
+    )
 
 
 def run_embedding_job(settings: Settings, model: str, holdout: float = 0.1, evaluate_first: bool = True,

@@ -9,7 +9,15 @@ from recstack.features.keys import Col
 from recstack.models.deepwalk import DeepWalkConfig
 from recstack.models.evaluation import Interactions
 from recstack.models.graphsage import SageConfig
-from recstack.models.recall import RecallData, fit_deepwalk, fit_graphsage, item_neighbors
+from recstack.models.node_features import FeatureEncoder
+from recstack.models.recall import (
+    RecallData,
+    fit_deepwalk,
+    fit_graphsage,
+    fit_lookalike,
+    item_neighbors,
+    lookalike_audience,
+)
 
 USERS, ITEMS = 60, 40
 
@@ -109,3 +117,52 @@ def test_graphsage_embeds_an_unseen_user_inductively() -> None:
 def test_graphsage_rejects_bad_config() -> None:
     with pytest.raises(ValueError, match="fanouts"):
         SageConfig(layers=2, fanouts=(5,))
+
+
+def test_graphsage_is_deterministic_with_a_seed() -> None:
+    data, users, items = _planted()
+    cfg = SageConfig(dim=8, epochs=2, batch_size=128, loss="softmax", negatives=16, fanouts=(3, 3))
+    a, _ = fit_graphsage(RecallData.build(data, users, items), cfg, "a")
+    b, _ = fit_graphsage(RecallData.build(data, users, items), cfg, "b")
+    assert np.array_equal(a.user_vectors, b.user_vectors) and np.array_equal(a.item_vectors, b.item_vectors)
+
+
+def test_item2vec_sessions_pull_session_neighbours_together() -> None:
+    """Items 0 and 25 are never watched by the same user; sessions that pair them make them close."""
+    data, users, items = _planted()
+    rd = RecallData.build(data, users, items)
+    cfg = DeepWalkConfig(dim=16, walks_per_node=4, walk_length=10, epochs=3, score="cosine")
+    sessions = [np.array([0, 25, 0, 25, 0, 25])] * 300
+    plain = fit_deepwalk(rd, cfg, "p")
+    with_sessions = fit_deepwalk(rd, DeepWalkConfig(**{**cfg.__dict__, "use_sessions": True}), "s", sessions)
+    col = {int(i): c for c, i in enumerate(rd.item_ids.tolist())}
+
+    def sim(art) -> float:  # type: ignore[no-untyped-def]
+        v = art.item_vectors
+        a, b = v[col[0]], v[col[25]]
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    assert sim(with_sessions) > sim(plain) + 0.3
+
+
+def test_lookalike_finds_users_of_the_same_block() -> None:
+    """Users 0..29 are linked among themselves, 30..59 among themselves (attribute blocks)."""
+    rng = np.random.default_rng(1)
+    src, dst = [], []
+    for u in range(USERS):
+        lo = 0 if u < 30 else 30
+        for v in rng.choice(np.arange(lo, lo + 30), 5, replace=False):
+            if v != u:
+                src.append(u)
+                dst.append(int(v))
+    _, users, items = _planted()
+    enc = FeatureEncoder().fit(users, items)
+    ids = np.arange(100, 100 + USERS)  # ids differ from rows
+    art = fit_lookalike(ids, np.array(src), np.array(dst), users.assign(**{Col.USER_ID: ids}), enc,
+                        SageConfig(dim=16, epochs=10, batch_size=64, loss="softmax", negatives=32,
+                                   normalize=True, temperature=0.1, fanouts=(5, 5)))  # fmt: skip
+    audience, scores = lookalike_audience(art, np.array([100, 101, 102, 99999]), 10)
+    assert len(audience) == 10 and not set(audience.tolist()) & {100, 101, 102}
+    assert (audience < 130).mean() >= 0.9 and np.all(np.diff(scores) <= 1e-6)
+    with pytest.raises(ValueError, match="none of the seed users"):
+        lookalike_audience(art, np.array([5]), 3)

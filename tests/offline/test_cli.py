@@ -35,6 +35,10 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path) -> None:
     r = _run(["ingest", "movielens", str(tmp_path / "missing"), "--home", str(tmp_path)])
     assert r.returncode == 2
     assert "is not a directory" in r.stderr
+    r = _run(["train", "--model", "deepwalk", "--home", str(tmp_path)])
+    assert r.returncode == 2 and "no graphs under" in r.stderr
+    r = _run(["train", "--model", "graphsage", "--item2vec", "--home", str(tmp_path)])
+    assert r.returncode == 2 and "--item2vec applies to --model deepwalk" in r.stderr
     r = _run(["samples", "--start", "yesterday"])
     assert r.returncode == 2 and "not a date" in r.stderr
     r = _run(["pipeline", "--home", str(tmp_path)])

@@ -18,34 +18,61 @@ import pandas as pd
 from recstack.features.definitions import AGE_EDGES, age_bucket, zip_prefix
 from recstack.features.keys import Col
 
+Columns = dict[str, list[list[str]]]
+"""Feature name → per row, the values that are set (one for one-hot, any number for multi-hot)."""
 
-def _user_columns(users: pd.DataFrame) -> dict[str, list[str | None]]:
+
+def _user_columns(users: pd.DataFrame) -> Columns:
     n = len(users)
 
     def col(name: str) -> pd.Series:
         return users[name] if name in users else pd.Series([None] * n, index=users.index)
 
+    def one(values: pd.Series, fn: Any = str) -> list[list[str]]:
+        return [[] if pd.isna(v) else [str(fn(v))] for v in values]
+
     return {
-        "age_bucket": [str(age_bucket(None if pd.isna(a) else int(a))) for a in col(Col.AGE)],
-        "gender": [None if pd.isna(g) else str(g) for g in col(Col.GENDER)],
-        "occupation": [None if pd.isna(o) else str(o) for o in col(Col.OCCUPATION)],
-        "zip_prefix": [zip_prefix(None if pd.isna(z) else str(z)) for z in col(Col.ZIP_CODE)],
+        "age_bucket": [[str(age_bucket(None if pd.isna(a) else int(a)))] for a in col(Col.AGE)],
+        "gender": one(col(Col.GENDER)),
+        "occupation": one(col(Col.OCCUPATION)),
+        "zip_prefix": one(col(Col.ZIP_CODE), lambda z: zip_prefix(str(z))),
     }
 
 
-def _item_columns(items: pd.DataFrame) -> dict[str, list[list[str]]]:
+def _item_columns(items: pd.DataFrame) -> Columns:
     n = len(items)
     genres = items[Col.GENRES] if Col.GENRES in items else pd.Series([None] * n, index=items.index)
     release = (
         items[Col.RELEASE_DATE] if Col.RELEASE_DATE in items else pd.Series([None] * n, index=items.index)
     )
-    decades = [[] if pd.isna(d) else [str(pd.Timestamp(d).year // 10 * 10)] for d in release]
     return {
-        "genre": [
-            [] if g is None or (not isinstance(g, list | np.ndarray)) else [str(x) for x in g] for g in genres
-        ],
-        "decade": decades,
+        "genre": [[str(x) for x in g] if isinstance(g, list | np.ndarray) else [] for g in genres],
+        "decade": [[] if pd.isna(d) else [str(pd.Timestamp(d).year // 10 * 10)] for d in release],
     }
+
+
+def _fit(columns: Columns, vocab_max: int) -> dict[str, list[str]]:
+    """The ``vocab_max`` most frequent values of each feature, sorted."""
+    out = {}
+    for name, rows in columns.items():
+        counts = pd.Series([v for vs in rows for v in vs], dtype=object).value_counts()
+        out[name] = sorted(counts.index[:vocab_max].astype(str).tolist())
+    return out
+
+
+def _encode(columns: Columns, vocab: dict[str, list[str]]) -> np.ndarray:
+    n = len(next(iter(columns.values()))) if columns else 0
+    out = np.zeros((n, sum(len(v) for v in vocab.values())), np.float32)
+    offset = 0
+    for name, rows in columns.items():
+        slot = {v: j for j, v in enumerate(vocab[name])}
+        for r, vs in enumerate(rows):
+            for v in vs:
+                j = slot.get(v)
+                if j is not None:
+                    out[r, offset + j] = 1.0
+        offset += len(slot)
+    return out
 
 
 @dataclass
@@ -57,13 +84,9 @@ class FeatureEncoder:
     item_vocab: dict[str, list[str]] = field(default_factory=dict)
 
     def fit(self, users: pd.DataFrame, items: pd.DataFrame) -> FeatureEncoder:
-        for name, values in _user_columns(users).items():
-            counts = pd.Series([v for v in values if v is not None]).value_counts()
-            self.user_vocab[name] = sorted(counts.index[: self.vocab_max].astype(str).tolist())
+        self.user_vocab = _fit(_user_columns(users), self.vocab_max)
         self.user_vocab["age_bucket"] = [str(b) for b in range(len(AGE_EDGES) + 1)]
-        for name, lists in _item_columns(items).items():
-            counts = pd.Series([v for vs in lists for v in vs]).value_counts()
-            self.item_vocab[name] = sorted(counts.index[: self.vocab_max].astype(str).tolist())
+        self.item_vocab = _fit(_item_columns(items), self.vocab_max)
         return self
 
     @property
@@ -75,29 +98,10 @@ class FeatureEncoder:
         return sum(len(v) for v in self.item_vocab.values())
 
     def user_matrix(self, users: pd.DataFrame) -> np.ndarray:
-        out = np.zeros((len(users), self.user_dim), np.float32)
-        offset = 0
-        for name, values in _user_columns(users).items():
-            slot = {v: j for j, v in enumerate(self.user_vocab[name])}
-            for r, v in enumerate(values):
-                j = slot.get(v) if v is not None else None
-                if j is not None:
-                    out[r, offset + j] = 1.0
-            offset += len(slot)
-        return out
+        return _encode(_user_columns(users), self.user_vocab).reshape(len(users), self.user_dim)
 
     def item_matrix(self, items: pd.DataFrame) -> np.ndarray:
-        out = np.zeros((len(items), self.item_dim), np.float32)
-        offset = 0
-        for name, lists in _item_columns(items).items():
-            slot = {v: j for j, v in enumerate(self.item_vocab[name])}
-            for r, vs in enumerate(lists):
-                for v in vs:
-                    j = slot.get(v)
-                    if j is not None:
-                        out[r, offset + j] = 1.0
-            offset += len(slot)
-        return out
+        return _encode(_item_columns(items), self.item_vocab).reshape(len(items), self.item_dim)
 
     def to_dict(self) -> dict[str, object]:
         return {"vocab_max": self.vocab_max, "user_vocab": self.user_vocab, "item_vocab": self.item_vocab}

@@ -92,6 +92,13 @@ class RecallData:
         r.sort_indices()
         return r
 
+    def seen_rows(self) -> dict[int, np.ndarray]:
+        """Each user id's interacted item columns (what recommendation excludes)."""
+        r = self.seen()
+        return {
+            int(u): r.indices[r.indptr[k] : r.indptr[k + 1]] for k, u in enumerate(self.user_ids.tolist())
+        }
+
     def node_features(self, encoder: FeatureEncoder) -> np.ndarray:
         """(users + items, user_dim + item_dim) with the user block left, the item block right."""
         fu = encoder.user_matrix(aligned(self.users, Col.USER_ID, self.user_ids))

@@ -134,9 +134,7 @@ def bench_embeddings(path: Path, progress: Any = None) -> dict[str, Any]:
         rows,
         -1,
     )
-    seen_matrix = data.seen()
-    seen = {int(u): seen_matrix.indices[seen_matrix.indptr[r] : seen_matrix.indptr[r + 1]]
-            for r, u in enumerate(data.user_ids.tolist())}  # fmt: skip
+    seen = data.seen_rows()
     catalog = len(np.union1d(data.item_ids, inp.test.items))
 
     def measure(art: Any, train_s: float) -> dict[str, float]:

@@ -27,7 +27,7 @@ import torch
 from recstack.features.keys import Col, LakeTable
 from recstack.features.settings import Settings
 from recstack.models.artifact import ArtifactError, EmbeddingArtifact
-from recstack.models.evaluation import Interactions, evaluate, time_split, topk_from_scores
+from recstack.models.evaluation import Interactions, evaluate, popularity_topk, time_split, topk_from_scores
 from recstack.models.index import VectorIndex
 from recstack.models.node_features import FeatureEncoder
 from recstack.models.recall import (
@@ -103,15 +103,13 @@ def holdout_metrics(model: str, data: Interactions, users: pd.DataFrame | None, 
     art = fit_deepwalk(rd, cfg, "holdout", progress=progress) if model == "deepwalk" else \
         fit_graphsage(rd, cfg, "holdout", progress=progress)[0]  # fmt: skip
     test_users = np.unique(test.users)
-    seen_m = rd.seen()
-    seen = {
-        int(u): seen_m.indices[seen_m.indptr[r] : seen_m.indptr[r + 1]]
-        for r, u in enumerate(rd.user_ids.tolist())
-    }
+    catalog = len(np.union1d(rd.item_ids, test.items))
     recs = topk_from_scores(
-        score_fn(art), test_users, np.searchsorted(rd.user_ids, test_users), art.item_ids, seen, 10
+        score_fn(art), test_users, np.searchsorted(rd.user_ids, test_users), art.item_ids, rd.seen_rows(), 10
     )
-    return evaluate(recs, test, train, 10, len(np.union1d(rd.item_ids, test.items)))
+    metrics = evaluate(recs, test, train, 10, catalog)
+    baseline = evaluate(popularity_topk(train, test_users, 10), test, train, 10, catalog)
+    return {**metrics, **{f"popularity.{k}": v for k, v in baseline.items() if "@" in k}}
 
 
 def train_lookalike(lake_root: Path, encoder: FeatureEncoder, users: pd.DataFrame | None,
@@ -142,7 +140,8 @@ def run_embedding_job(settings: Settings, model: str, holdout: float = 0.1, eval
     metrics: dict[str, float] = {}
     if evaluate_first:
         metrics = holdout_metrics(model, data, users, items, cfg, holdout, progress)
-        progress(f"{model}: holdout ndcg@10 {metrics['ndcg@10']:.4f}, recall@10 {metrics['recall@10']:.4f}")
+        progress(f"{model}: holdout ndcg@10 {metrics['ndcg@10']:.4f} (popularity "
+                 f"{metrics['popularity.ndcg@10']:.4f}), recall@10 {metrics['recall@10']:.4f}")  # fmt: skip
     version = f"{model}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
     rd = RecallData.build(data, users, items, lineage=lineage)
     extra_state: dict[str, Any] = {}

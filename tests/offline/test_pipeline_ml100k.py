@@ -103,6 +103,7 @@ def test_graph_models_train_on_the_pipeline_output(ml100k_lake, model: str, tmp_
     client = MlflowClient(settings.mlflow_tracking_uri)
     run = client.get_run(result["run_id"])
     assert run.data.metrics["ndcg_at_10"] == pytest.approx(m["ndcg@10"])
+    assert run.data.metrics["popularity.ndcg_at_10"] == pytest.approx(m["popularity.ndcg@10"])
     assert run.data.params["dim"] == "32" and run.data.tags["lineage.partition_count"] == str(len(lake.event_dates()))
     files = {f.path for f in client.list_artifacts(result["run_id"])}
     assert {"model", "neighbors", "lineage.json"} <= files

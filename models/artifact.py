@@ -153,3 +153,37 @@ def read_manifest(path: Path, kind: str) -> dict[str, Any]:
         if not fpath.exists() or sha256_file(fpath) != digest:
             raise ArtifactError(f"{fpath} is missing or does not match its checksum")
     return manifest
+
+
+NEIGHBORS_FILE = "item_neighbors.npz"
+
+
+@dataclass(frozen=True)
+class ItemNeighbors:
+    """Precomputed item-to-item lists of a release: row r holds the neighbours of ``item_ids[r]`` (-1 padded)."""
+
+    item_ids: np.ndarray
+    neighbors: np.ndarray
+    scores: np.ndarray
+
+    def save(self, path: Path) -> None:
+        np.savez(path, item_ids=self.item_ids, neighbors=self.neighbors, scores=self.scores)
+
+    @classmethod
+    def load(cls, path: Path) -> ItemNeighbors:
+        try:
+            with np.load(path) as z:
+                out = cls(z["item_ids"], z["neighbors"], z["scores"])
+        except Exception as exc:  # a damaged zip raises several types
+            raise ArtifactError(f"cannot read item neighbours {path}: {exc}") from exc
+        if out.neighbors.shape != out.scores.shape or len(out.neighbors) != len(out.item_ids):
+            raise ArtifactError(f"{path}: neighbour arrays do not match")
+        order = np.argsort(out.item_ids)
+        return cls(out.item_ids[order], out.neighbors[order], out.scores[order])
+
+    def of(self, item_id: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = int(np.searchsorted(self.item_ids, item_id))
+        if pos >= len(self.item_ids) or self.item_ids[pos] != item_id:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        keep = self.neighbors[pos] >= 0
+        return self.neighbors[pos][keep], self.scores[pos][keep]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -26,6 +26,7 @@ from recstack.online.contracts import (
     RecommendedItem,
     RecommendResponse,
     RequestContext,
+    SimilarResponse,
 )
 from recstack.online.metrics import ServiceMetrics
 from recstack.online.pipeline import Recommender, ServingRelease
@@ -47,6 +48,10 @@ class NotReadyError(ServiceError):
 
 class BusUnavailableError(ServiceError):
     status_code = 503
+
+
+class NotFoundError(ServiceError):
+    status_code = 404
 
 
 class ServiceState:
@@ -148,6 +153,28 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None) ->
             fallback=rec.fallback,
             items=[RecommendedItem(item_id=i.item_id, score=i.score, channel=i.channel) for i in rec.items],
         )
+
+    @app.get("/items/{item_id}/similar", response_model=SimilarResponse, summary="Items similar to an item")
+    async def similar(
+        state: State,
+        item_id: Annotated[int, Path(ge=0, description="item id (non-negative integer)")],
+        k: Annotated[int | None, Query(ge=1, description="number of items; default from settings")] = None,
+    ) -> SimilarResponse:
+        limit = state.settings.serving.max_k
+        k = k or state.settings.serving.default_k
+        if k > limit:
+            raise RequestValidationError(
+                [{"loc": ("query", "k"), "msg": f"k must be <= {limit}", "type": "value_error"}]
+            )
+        release = state.recommender.release
+        try:
+            items = release.similar(item_id, k)
+        except KeyError:
+            raise NotFoundError(f"item {item_id} is not in model {release.version}") from None
+        return SimilarResponse(
+            item_id=item_id, model_version=release.version,
+            items=[RecommendedItem(item_id=c.item_id, score=c.score, channel=c.channel) for c in items],
+        )  # fmt: skip
 
     @app.post("/events", response_model=EventsAccepted, status_code=202, summary="Publish a batch of events")
     async def post_events(state: State, batch: EventBatch) -> EventsAccepted:

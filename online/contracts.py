@@ -43,6 +43,12 @@ class RecommendedItem(BaseModel):
     channel: str = Field(description="recall channel that proposed the item")
 
 
+class SimilarResponse(BaseModel):
+    item_id: int
+    model_version: str
+    items: list[RecommendedItem]
+
+
 class RecommendResponse(BaseModel):
     user_id: int
     request_id: str

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from recstack.models.artifact import ArtifactError, EmbeddingArtifact
+from recstack.models.artifact import NEIGHBORS_FILE, ArtifactError, EmbeddingArtifact, ItemNeighbors
 from recstack.models.index import VectorIndex
 from recstack.online.contracts import RankedItem, RecallCandidate, RequestContext
 
@@ -35,7 +35,9 @@ class RecallChannel(Protocol):
 class ServingRelease:
     """A loaded model + index pair from one release directory."""
 
-    def __init__(self, artifact: EmbeddingArtifact, index: VectorIndex) -> None:
+    def __init__(
+        self, artifact: EmbeddingArtifact, index: VectorIndex, neighbors: ItemNeighbors | None = None
+    ) -> None:
         if index.model_version != artifact.version:
             raise ArtifactError(
                 f"index built for model {index.model_version} cannot serve model {artifact.version}"
@@ -44,6 +46,10 @@ class ServingRelease:
             raise ArtifactError(f"index dim {index.index.d} != model dim {artifact.dim}")
         self.artifact = artifact
         self.index = index
+        self.neighbors = neighbors
+        self._cosine_index: VectorIndex | None = None
+        self._item_order = np.argsort(artifact.item_ids)
+        self._sorted_items = artifact.item_ids[self._item_order]
         self._user_order = np.argsort(artifact.user_ids)
         self._sorted_users = artifact.user_ids[self._user_order]
 
@@ -53,7 +59,41 @@ class ServingRelease:
 
     @classmethod
     def load(cls, release_dir: Path) -> ServingRelease:
-        return cls(EmbeddingArtifact.load(release_dir / "model"), VectorIndex.load(release_dir / "index"))
+        path = release_dir / NEIGHBORS_FILE
+        neighbors = ItemNeighbors.load(path) if path.exists() else None
+        return cls(
+            EmbeddingArtifact.load(release_dir / "model"), VectorIndex.load(release_dir / "index"), neighbors
+        )
+
+    def item_row(self, item_id: int) -> int | None:
+        pos = int(np.searchsorted(self._sorted_items, item_id))
+        if pos < len(self._sorted_items) and self._sorted_items[pos] == item_id:
+            return int(self._item_order[pos])
+        return None
+
+    def similar(self, item_id: int, n: int) -> list[RecallCandidate]:
+        """Items most similar to ``item_id``: the release's neighbour lists when it has them (graph models),
+        else cosine search over the item vectors (a unit-norm index built on first use). Raises KeyError for an item the model does not know."""
+        row = self.item_row(item_id)
+        if row is None:
+            raise KeyError(item_id)
+        if self.neighbors is not None:
+            ids, scores = self.neighbors.of(item_id)
+            return [RecallCandidate(int(i), float(s), "item2item/neighbors")
+                    for i, s in zip(ids[:n], scores[:n], strict=True)]  # fmt: skip
+        if self._cosine_index is None:  # built on first use; a race builds it twice, harmlessly
+            v = self.artifact.item_vectors
+            norms = np.linalg.norm(v, axis=1, keepdims=True)
+            unit = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+            self._cosine_index = VectorIndex.build(unit, self.artifact.item_ids, self.version)
+        v = self.artifact.item_vectors[row]
+        if not np.any(v):
+            return []
+        query = v / float(np.linalg.norm(v))
+        ids, scores = self._cosine_index.search(query, n + 1)
+        keep = (ids[0] >= 0) & (ids[0] != item_id)
+        return [RecallCandidate(int(i), float(s), "item2item/faiss")
+                for i, s in zip(ids[0][keep][:n], scores[0][keep][:n], strict=True)]  # fmt: skip
 
     def user_state(self, user_id: int) -> UserState:
         pos = int(np.searchsorted(self._sorted_users, user_id))

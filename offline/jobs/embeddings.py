@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from recstack.features.keys import Col, LakeTable
 from recstack.features.settings import Settings
-from recstack.models.artifact import ArtifactError, EmbeddingArtifact
+from recstack.models.artifact import NEIGHBORS_FILE, ArtifactError, EmbeddingArtifact, ItemNeighbors
 from recstack.models.evaluation import Interactions, evaluate, popularity_topk, time_split, topk_from_scores
 from recstack.models.index import VectorIndex
 from recstack.models.node_features import FeatureEncoder
@@ -157,8 +157,9 @@ def run_embedding_job(settings: Settings, model: str, holdout: float = 0.1, eval
         nbr_ids, nbr_scores = item_neighbors(
             art.item_vectors, art.item_ids, cfg.neighbors if model == "deepwalk" else 50
         )
-        np.savez(tmpdir / "item_neighbors.npz", item_ids=art.item_ids, neighbors=nbr_ids, scores=nbr_scores)
-        extras: dict[str, Path] = {"neighbors": tmpdir / "item_neighbors.npz"}
+        neighbors = ItemNeighbors(art.item_ids, nbr_ids, nbr_scores)
+        neighbors.save(tmpdir / NEIGHBORS_FILE)
+        extras: dict[str, Path] = {"neighbors": tmpdir / NEIGHBORS_FILE}
         if extra_state:
             torch.save(extra_state["encoder"], tmpdir / "encoder.pt")
             (tmpdir / "feature_encoder.json").write_text(json.dumps(extra_state["features"]))
@@ -178,10 +179,7 @@ def run_embedding_job(settings: Settings, model: str, holdout: float = 0.1, eval
         release = None
         if publish:
             index = VectorIndex.build(art.item_vectors, art.item_ids, version)
-            release = publish_release(settings.serving_dir, version, art, index)
-            np.savez(
-                release / "item_neighbors.npz", item_ids=art.item_ids, neighbors=nbr_ids, scores=nbr_scores
-            )
+            release = publish_release(settings.serving_dir, version, art, index, neighbors)
     progress(f"{model}: run {tracked.run_id}, registered version {tracked.version}"
              + (f", published {release}" if release else ""))  # fmt: skip
     return {"model": model, "version": version, "metrics": metrics, "run_id": tracked.run_id,

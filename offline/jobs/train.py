@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from recstack.features.keys import Col, LakeTable
-from recstack.models.artifact import ArtifactError, EmbeddingArtifact
+from recstack.models.artifact import NEIGHBORS_FILE, ArtifactError, EmbeddingArtifact, ItemNeighbors
 from recstack.models.baseline import BaselineConfig, train_baseline
 from recstack.models.index import VectorIndex
 from recstack.offline.ingest import Progress, no_progress
@@ -41,10 +41,16 @@ def read_positives(lake_root: Path, start: dt.date | None = None, end: dt.date |
     return dataset.to_table(columns=[Col.USER_ID, Col.ITEM_ID, Col.TS, Col.EVENT_DATE], filter=flt)
 
 
-def publish_release(serving_dir: Path, version: str, artifact: EmbeddingArtifact, index: VectorIndex) -> Path:
+def publish_release(
+    serving_dir: Path, version: str, artifact: EmbeddingArtifact, index: VectorIndex,
+    neighbors: ItemNeighbors | None = None,
+) -> Path:  # fmt: skip
+    """Write the release (model, index, optional item-to-item lists), then swap ``current`` to it."""
     release = serving_dir / "releases" / version
     artifact.save(release / "model")
     index.save(release / "index")
+    if neighbors is not None:
+        neighbors.save(release / NEIGHBORS_FILE)
     link = serving_dir / CURRENT
     tmp = serving_dir / f".{CURRENT}.{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():

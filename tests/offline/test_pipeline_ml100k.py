@@ -99,6 +99,10 @@ def test_graph_models_train_on_the_pipeline_output(ml100k_lake, model: str, tmp_
     assert release.artifact.model == model and release.index.index.ntotal == 1682
     nbrs = np.load(Path(result["release"]) / "item_neighbors.npz")
     assert nbrs["neighbors"].shape == (1682, 50)
+    item = int(nbrs["item_ids"][7])
+    similar = release.similar(item, 5)  # served from the precomputed lists
+    assert [c.item_id for c in similar] == nbrs["neighbors"][7][:5].tolist()
+    assert {c.channel for c in similar} == {"item2item/neighbors"} and item not in [c.item_id for c in similar]
 
     client = MlflowClient(settings.mlflow_tracking_uri)
     run = client.get_run(result["run_id"])

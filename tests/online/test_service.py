@@ -128,3 +128,41 @@ def test_corrupt_release_is_refused(settings: Settings, tmp_path: Path) -> None:
         f.write(b"garbage")
     with pytest.raises(ArtifactError, match="checksum"):
         ServingRelease.load(broken)
+
+
+def test_similar_items_endpoint(client: TestClient, release: ServingRelease) -> None:
+    """The baseline release has no neighbour lists: similar items come from cosine search over item vectors."""
+    import numpy as np
+
+    item = int(release.artifact.item_ids[3])
+    r = client.get(f"/items/{item}/similar", params={"k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["item_id"] == item and body["model_version"] == release.version
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 7 == len(set(ids)) and item not in ids
+    assert {i["channel"] for i in body["items"]} == {"item2item/faiss"}
+    # the scores are the cosine similarities of the item vectors, best first
+    v = release.artifact.item_vectors
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    row = {int(x): k for k, x in enumerate(release.artifact.item_ids.tolist())}
+    expected = [float(unit[row[item]] @ unit[row[i]]) for i in ids]
+    assert [i["score"] for i in body["items"]] == pytest.approx(expected, abs=1e-4)
+    assert expected == sorted(expected, reverse=True)
+
+    missing = client.get(f"/items/{10**12}/similar")
+    assert missing.status_code == 404 and "is not in model" in missing.json()["message"]
+    assert client.get("/items/-1/similar").status_code == 422
+    assert client.get(f"/items/{item}/similar", params={"k": 10**6}).status_code == 422
+
+
+def test_corrupt_neighbour_lists_are_refused(settings: Settings, tmp_path: Path) -> None:
+    import shutil
+
+    from recstack.models.artifact import NEIGHBORS_FILE
+
+    broken = tmp_path / "release"
+    shutil.copytree(current_release(settings.serving_dir), broken)
+    (broken / NEIGHBORS_FILE).write_bytes(b"not a zip")
+    with pytest.raises(ArtifactError, match="cannot read item neighbours"):
+        ServingRelease.load(broken)

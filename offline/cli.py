@@ -99,12 +99,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from recstack.features.settings import JobSettings
 
-    overrides = {"attribution_window_s": getattr(args, "window", None), "session_gap_s": getattr(args, "gap", None)}
+    overrides = {
+        "attribution_window_s": getattr(args, "window", None),
+        "session_gap_s": getattr(args, "gap", None),
+    }
     jobs = JobSettings.model_validate(settings.jobs.model_dump() | {k: v for k, v in overrides.items() if v})
     start, end = _date_range(args, settings)
     if start > end:
         raise ValueError(f"--start {start} is after --end {end}")
-    spark_settings = settings.spark.model_copy(update={"master": args.master}) if args.master else settings.spark
+    spark_settings = (
+        settings.spark.model_copy(update={"master": args.master}) if args.master else settings.spark
+    )
     spark = spark_session(spark_settings)
     stages = STAGES if args.command == "pipeline" else (args.command,)
     report = run_pipeline(spark, settings.lake_root, start, end, jobs, stages, StepProgress(1).line)
@@ -118,14 +123,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "features":
         from recstack.offline.bench.features import bench_features
 
-        progress = StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+        progress = (
+            StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+        )
         workdir = settings.home / "bench"
         workdir.mkdir(parents=True, exist_ok=True)
         result = bench_features(args.events, settings, seed=args.seed, workdir=workdir, progress=progress)
     else:
         from recstack.offline.bench.embeddings import bench_embeddings
 
-        progress = StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+        progress = (
+            StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+        )
         result = bench_embeddings(args.data, progress=progress)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0
@@ -159,6 +168,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.start, args.end, progress=StepProgress(1).line,
     )  # fmt: skip
     print(json.dumps({"release": str(release)}))
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from recstack.offline.jobs.train import current_release, rebuild_index
+
+    settings = _settings(args)
+    release = args.release or current_release(settings.serving_dir)
+    if not (release / "model").is_dir():
+        raise FileNotFoundError(f"{release} is not a release (no model/ inside)")
+    index = rebuild_index(release, args.kind, args.nprobe)
+    print(json.dumps({"release": str(release), "kind": index.kind, "params": index.params,
+                      "items": len(index.item_ids), "model_version": index.model_version}))  # fmt: skip
     return 0
 
 
@@ -271,14 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "and print events/s, peak RSS and per-stage seconds.")  # fmt: skip
     q.add_argument("--events", type=_positive, default=1_000_000)
     q.add_argument("--seed", type=int, default=42)
-    q.add_argument("--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)")
+    q.add_argument(
+        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
+    )
     q.set_defaults(func=cmd_bench)
     q = bsub.add_parser("embeddings", parents=[common], help="DeepWalk and GraphSAGE recall on a MovieLens split",
                         description="Train DeepWalk and GraphSAGE on a MovieLens-100K directory (or the reference "
                         "split next to it) and print nDCG / recall / precision @10, coverage and training time "
                         "for pure embedding recall, next to popularity.")  # fmt: skip
-    q.add_argument("--data", type=Path, required=True, help="MovieLens-100K directory or ml-100k-split directory")
-    q.add_argument("--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)")
+    q.add_argument(
+        "--data", type=Path, required=True, help="MovieLens-100K directory or ml-100k-split directory"
+    )
+    q.add_argument(
+        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
+    )
     q.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", parents=[common], help="train a recall model and publish a release",
@@ -290,11 +318,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=_date, help="baseline: first sample date")
     p.add_argument("--end", type=_date, help="baseline: last sample date")
     p.add_argument("--dim", type=_positive, default=64, help="baseline: embedding dimension")
-    p.add_argument("--holdout", type=float, default=0.1, help="graph models: newest fraction of edges held out")
+    p.add_argument(
+        "--holdout", type=float, default=0.1, help="graph models: newest fraction of edges held out"
+    )
     p.add_argument("--no-eval", action="store_true", help="graph models: skip the holdout evaluation")
     p.add_argument("--no-publish", action="store_true", help="graph models: log and register only")
-    p.add_argument("--item2vec", action="store_true", help="deepwalk: add the session item sequences to the walks")
+    p.add_argument(
+        "--item2vec", action="store_true", help="deepwalk: add the session item sequences to the walks"
+    )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("index", help="vector index of a release", description="Vector index commands.")
+    isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = isub.add_parser("build", parents=[common], help="(re)build the FAISS index of a release from its model",
+                        description="Build the FAISS index of a release (default: the current one) from its "
+                        "model's item vectors. auto picks flat / hnsw / ivf / ivfpq by catalog size.")  # fmt: skip
+    q.add_argument("--release", type=Path, help="release directory (default: <serving_dir>/current)")
+    q.add_argument("--kind", choices=["auto", "flat", "hnsw", "ivf", "ivfpq"], default="auto")
+    q.add_argument("--nprobe", type=_positive, help="IVF cells searched per query (default: nlist/16, >= 8)")
+    q.set_defaults(func=cmd_index)
 
     p = sub.add_parser("serve", parents=[common], help="run the recommendation API",
                        description="Serve the current release over HTTP (uvicorn).")  # fmt: skip

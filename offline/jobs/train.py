@@ -60,6 +60,15 @@ def publish_release(
     return release
 
 
+def rebuild_index(release: Path, kind: str = "auto", nprobe: int | None = None) -> VectorIndex:
+    """Rebuild the FAISS index of a release from its model (e.g. another kind as the catalog grows); the
+    index keeps the model's version and replaces the old one atomically."""
+    artifact = EmbeddingArtifact.load(release / "model")
+    index = VectorIndex.build(artifact.item_vectors, artifact.item_ids, artifact.version, kind, nprobe=nprobe)
+    index.save(release / "index")
+    return index
+
+
 def current_release(serving_dir: Path) -> Path:
     link = serving_dir / CURRENT
     if not link.exists():

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from gensim.models import Word2Vec
+from gensim.models.callbacks import CallbackAny2Vec
 from recstack.models.graph import CSRGraph, WeightedWalker
 
 
@@ -50,6 +51,19 @@ class DeepWalkConfig:
             raise ValueError(f"score must be in_out, cosine or dot, got {self.score!r}")
         if min(self.dim, self.walks_per_node, self.walk_length, self.window, self.epochs, self.workers) <= 0:
             raise ValueError("dim, walks_per_node, walk_length, window, epochs and workers must be positive")
+
+
+class _EpochProgress(CallbackAny2Vec):  # type: ignore[misc]
+    """Reports each word2vec epoch: training can take minutes on a large graph."""
+
+    def __init__(self, progress: Callable[[str], None], epochs: int) -> None:
+        self.progress, self.epochs, self.epoch, self.t0 = progress, epochs, 0, time.perf_counter()
+
+    def on_epoch_end(self, model: Word2Vec) -> None:
+        self.epoch += 1
+        self.progress(
+            f"deepwalk: word2vec epoch {self.epoch}/{self.epochs} ({time.perf_counter() - self.t0:.1f}s)"
+        )
 
 
 def stable_hash(text: str) -> int:
@@ -112,6 +126,7 @@ def train_deepwalk(
             corpus_file=str(corpus), vector_size=cfg.dim, window=cfg.window, min_count=1, sg=1, hs=0,
             negative=cfg.negative, ns_exponent=cfg.ns_exponent, sample=cfg.sample, alpha=cfg.alpha, epochs=cfg.epochs, seed=cfg.seed,
             workers=cfg.workers, hashfxn=stable_hash,
+            callbacks=[_EpochProgress(progress, cfg.epochs)] if progress else (),
         )  # fmt: skip
     vectors = np.zeros((graph.num_nodes, cfg.dim), np.float32)
     keys = np.asarray([int(k) for k in w2v.wv.index_to_key], np.int64)

@@ -62,8 +62,10 @@ def _same_vs_cross(item_vectors: np.ndarray) -> tuple[float, float]:
 
 def test_deepwalk_places_co_watched_items_closer() -> None:
     data, users, items = _planted()
+    lines: list[str] = []
     art = fit_deepwalk(RecallData.build(data, users, items), DeepWalkConfig(dim=16, walks_per_node=8, walk_length=20,
-                                                                            epochs=3), "t")  # fmt: skip
+                                                                            epochs=3), "t", progress=lines.append)  # fmt: skip
+    assert sum("word2vec epoch" in x for x in lines) == 3  # progress per epoch
     same, cross = _same_vs_cross(art.item_vectors)
     assert same > cross + 0.2, (same, cross)
     ids, _ = item_neighbors(art.item_vectors, art.item_ids, 5)

@@ -31,8 +31,9 @@ Progress = Callable[[str], None]
 DEFAULT_DEEPWALK = DeepWalkConfig()
 """Tuned on the ml-100k reference split: uniform negative sampling and in·out scoring keep popularity."""
 DEFAULT_GRAPHSAGE = SageConfig(epochs=30, lr=0.005, l2=0.0, loss="softmax", negatives=512, normalize=True,
-                               temperature=0.1)  # fmt: skip
-"""Tuned on the ml-100k reference split: sampled softmax over 512 shared negatives, cosine / temperature."""
+                               temperature=0.2)  # fmt: skip
+"""Tuned on the ml-100k reference split: sampled softmax over 512 shared negatives, cosine / temperature 0.2
+(0.05: 0.381, 0.1: 0.394, 0.2: 0.427, 0.3: 0.412, 0.5: 0.346 nDCG@10)."""
 LOOKALIKE = SageConfig(
     epochs=10, lr=0.005, l2=0.0, loss="softmax", negatives=256, normalize=True, temperature=0.1
 )

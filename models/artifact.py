@@ -26,6 +26,18 @@ class ArtifactError(RuntimeError):
     """The artifact is missing, corrupt or of an incompatible format."""
 
 
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Move the finished directory ``tmp`` to ``path``; an existing ``path`` is swapped out first, so a
+    reader sees the old directory or the new one (the gap between the two renames is microseconds)."""
+    if path.exists():
+        old = path.parent / f".{path.name}.old.{uuid.uuid4().hex}"
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -107,13 +119,7 @@ class EmbeddingArtifact:
             "sha256": {"arrays.npz": sha256_file(arrays)},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        if path.exists():
-            old = path.parent / f".{path.name}.old.{uuid.uuid4().hex}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
         return path
 
     @classmethod

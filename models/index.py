@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from recstack.models.artifact import FORMAT_VERSION, ArtifactError, read_manifest, sha256_file
+from recstack.models.artifact import FORMAT_VERSION, ArtifactError, read_manifest, replace_dir, sha256_file
 
 FLAT_MAX = 50_000
 HNSW_MAX = 2_000_000
@@ -143,13 +141,7 @@ class VectorIndex:
             "sha256": {n: sha256_file(tmp / n) for n in ("index.faiss", "item_ids.npy")},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if path.exists():
-            old = path.parent / f".{path.name}.old.{uuid.uuid4().hex}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
 
     @classmethod
     def load(cls, path: Path | str, use_gpu: bool | None = None) -> VectorIndex:

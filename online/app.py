@@ -74,6 +74,17 @@ def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
+def _checked_k(state: ServiceState, k: int | None) -> int:
+    """``k`` or the default, refused with a 422 above ``serving.max_k``."""
+    limit = state.settings.serving.max_k
+    k = k or state.settings.serving.default_k
+    if k > limit:
+        raise RequestValidationError(
+            [{"loc": ("query", "k"), "msg": f"k must be <= {limit}", "type": "value_error"}]
+        )
+    return k
+
+
 def create_app(settings: Settings | None = None, bus: EventBus | None = None) -> FastAPI:
     """Build the app. ``settings`` default to the environment's; ``bus`` defaults to the configured one."""
 
@@ -134,12 +145,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None) ->
         device: str | None = None,
         city: str | None = None,
     ) -> RecommendResponse:
-        limit = state.settings.serving.max_k
-        k = k or state.settings.serving.default_k
-        if k > limit:
-            raise RequestValidationError(
-                [{"loc": ("query", "k"), "msg": f"k must be <= {limit}", "type": "value_error"}]
-            )
+        k = _checked_k(state, k)
         rec = state.recommender.recommend(user_id, k, RequestContext(page=page, device=device, city=city))
         for item in rec.items:
             state.metrics.candidates.labels(item.channel).inc()
@@ -160,12 +166,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None) ->
         item_id: Annotated[int, Path(ge=0, description="item id (non-negative integer)")],
         k: Annotated[int | None, Query(ge=1, description="number of items; default from settings")] = None,
     ) -> SimilarResponse:
-        limit = state.settings.serving.max_k
-        k = k or state.settings.serving.default_k
-        if k > limit:
-            raise RequestValidationError(
-                [{"loc": ("query", "k"), "msg": f"k must be <= {limit}", "type": "value_error"}]
-            )
+        k = _checked_k(state, k)
         release = state.recommender.release
         try:
             items = release.similar(item_id, k)

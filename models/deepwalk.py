@@ -41,7 +41,6 @@ class DeepWalkConfig:
     sample: float = 0.0
     ns_exponent: float = 0.0
     score: str = "in_out"
-    neighbors: int = 50
     use_sessions: bool = False
     workers: int = 1
     seed: int = 42

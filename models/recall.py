@@ -20,7 +20,7 @@ from recstack.models.artifact import EmbeddingArtifact
 from recstack.models.baseline import popularity
 from recstack.models.deepwalk import DeepWalkConfig, train_deepwalk
 from recstack.models.deepwalk import config_params as deepwalk_params
-from recstack.models.evaluation import Interactions
+from recstack.models.evaluation import Interactions, evaluate, topk_from_scores
 from recstack.models.graph import CSRGraph, bipartite
 from recstack.models.graphsage import SageConfig, SageModel, train_link_sage
 from recstack.models.graphsage import config_params as sage_params
@@ -92,6 +92,12 @@ class RecallData:
         r.sum_duplicates()
         r.sort_indices()
         return r
+
+    def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
+        """Row of each user id, -1 for a user not in this data."""
+        pos = np.searchsorted(self.user_ids, user_ids)
+        found = (pos < self.num_users) & (self.user_ids[np.minimum(pos, self.num_users - 1)] == user_ids)
+        return np.where(found, pos, -1)
 
     def seen_rows(self) -> dict[int, np.ndarray]:
         """Each user id's interacted item columns (what recommendation excludes)."""
@@ -208,6 +214,18 @@ def item_neighbors(item_vectors: np.ndarray, item_ids: np.ndarray, n: int) -> tu
     return out_ids, out_scores
 
 
+def evaluate_artifact(
+    art: EmbeddingArtifact, data: RecallData, test: Interactions, k: int = 10, catalog: int | None = None
+) -> dict[str, float]:
+    """Pure embedding recall of ``art`` (trained on ``data``) on ``test``: top ``k`` unseen items per test user."""
+    test_users = np.unique(test.users)
+    recs = topk_from_scores(
+        score_fn(art), test_users, data.rows_of(test_users), art.item_ids, data.seen_rows(), k
+    )
+    train = Interactions(data.user_ids[data.user_rows], data.item_ids[data.item_cols], data.ts, data.weight)
+    return evaluate(recs, test, train, k, catalog or len(np.union1d(data.item_ids, test.items)))
+
+
 def score_fn(art: EmbeddingArtifact) -> Callable[[np.ndarray], torch.Tensor]:
     u, i = torch.as_tensor(art.user_vectors), torch.as_tensor(art.item_vectors)
     return lambda rows: u[torch.as_tensor(rows)] @ i.T
@@ -215,7 +233,7 @@ def score_fn(art: EmbeddingArtifact) -> Callable[[np.ndarray], torch.Tensor]:
 
 def fit_lookalike(
     user_ids: np.ndarray, src_rows: np.ndarray, dst_rows: np.ndarray, users: pd.DataFrame,
-    encoder: FeatureEncoder, cfg: SageConfig = LOOKALIKE, progress: Progress | None = None,
+    encoder: FeatureEncoder, version: str = "", cfg: SageConfig = LOOKALIKE, progress: Progress | None = None,
 ) -> EmbeddingArtifact:  # fmt: skip
     """GraphSAGE link prediction on the user–user attribute graph (edges between rows of ``user_ids``), with
     the users' profile features; the artifact's user and "item" vectors are both the user embeddings."""
@@ -228,7 +246,7 @@ def fit_lookalike(
     vec = model.embeddings.numpy()
     ids = np.asarray(user_ids, np.int64)
     return EmbeddingArtifact(
-        model="lookalike-graphsage", version="", user_ids=ids, user_vectors=vec, item_ids=ids, item_vectors=vec,
+        model="lookalike-graphsage", version=version, user_ids=ids, user_vectors=vec, item_ids=ids, item_vectors=vec,
         popular_items=np.empty(0, np.int64), popular_scores=np.empty(0, np.float32),
         seen_indptr=np.zeros(len(ids) + 1, np.int64), seen_items=np.empty(0, np.int64),
         params={"edges": int(len(src_rows)), **sage_params(cfg)},

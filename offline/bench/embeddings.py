@@ -33,9 +33,9 @@ from recstack.models.recall import (
     DEFAULT_DEEPWALK,
     DEFAULT_GRAPHSAGE,
     RecallData,
+    evaluate_artifact,
     fit_deepwalk,
     fit_graphsage,
-    score_fn,
 )
 
 K = 10
@@ -128,39 +128,29 @@ def bench_embeddings(path: Path, progress: Any = None) -> dict[str, Any]:
     inp = load_input(path)
     data = RecallData.build(inp.train, inp.users, inp.items, lineage={"data": str(path), "split": inp.split})
     test_users = np.unique(inp.test.users)
-    rows = np.searchsorted(data.user_ids, test_users)
-    rows = np.where(
-        (rows < data.num_users) & (data.user_ids[np.minimum(rows, data.num_users - 1)] == test_users),
-        rows,
-        -1,
-    )
-    seen = data.seen_rows()
     catalog = len(np.union1d(data.item_ids, inp.test.items))
 
-    def measure(art: Any, train_s: float) -> dict[str, float]:
-        recs = topk_from_scores(score_fn(art), test_users, rows, art.item_ids, seen, K)
-        m = evaluate(recs, inp.test, inp.train, K, catalog)
-        return {**{k: round(v, 4) for k, v in m.items()}, "train_s": round(train_s, 1)}
+    def rounded(metrics: dict[str, float], train_s: float) -> dict[str, float]:
+        return {**{k: round(v, 4) for k, v in metrics.items()}, "train_s": round(train_s, 1)}
 
     out: dict[str, Any] = {"split": inp.split, "users": int(len(test_users)), "items": int(catalog)}
     t0 = time.perf_counter()
-    out["popularity"] = {**{k: round(v, 4) for k, v in
-                            evaluate(popularity_topk(inp.train, test_users, K), inp.test, inp.train, K, catalog).items()},
-                         "train_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    recs = popularity_topk(inp.train, test_users, K)
+    out["popularity"] = rounded(evaluate(recs, inp.test, inp.train, K, catalog), time.perf_counter() - t0)
     peer = cornac_bpr(inp, test_users)
     if peer is not None:
         fn, peer_rows, peer_items, peer_s = peer
         col = {int(i): c for c, i in enumerate(peer_items.tolist())}
         peer_seen = {
-            u: np.array([col[int(data.item_ids[c])] for c in cols], np.int64) for u, cols in seen.items()
+            u: np.array([col[int(data.item_ids[c])] for c in cols], np.int64)
+            for u, cols in data.seen_rows().items()
         }
         recs = topk_from_scores(fn, test_users, peer_rows, peer_items, peer_seen, K)
-        out["cornac_bpr"] = {**{k: round(v, 4) for k, v in evaluate(recs, inp.test, inp.train, K, catalog).items()},
-                             "train_s": round(peer_s, 1)}  # fmt: skip
+        out["cornac_bpr"] = rounded(evaluate(recs, inp.test, inp.train, K, catalog), peer_s)
     t0 = time.perf_counter()
     art = fit_deepwalk(data, DEFAULT_DEEPWALK, "bench", progress=progress)
-    out["deepwalk"] = measure(art, time.perf_counter() - t0)
+    out["deepwalk"] = rounded(evaluate_artifact(art, data, inp.test, K, catalog), time.perf_counter() - t0)
     t0 = time.perf_counter()
     art, _ = fit_graphsage(data, DEFAULT_GRAPHSAGE, "bench", progress=progress)
-    out["graphsage"] = measure(art, time.perf_counter() - t0)
+    out["graphsage"] = rounded(evaluate_artifact(art, data, inp.test, K, catalog), time.perf_counter() - t0)
     return out

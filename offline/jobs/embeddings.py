@@ -27,18 +27,18 @@ import torch
 from recstack.features.keys import Col, LakeTable
 from recstack.features.settings import Settings
 from recstack.models.artifact import NEIGHBORS_FILE, ArtifactError, EmbeddingArtifact, ItemNeighbors
-from recstack.models.evaluation import Interactions, evaluate, popularity_topk, time_split, topk_from_scores
+from recstack.models.evaluation import Interactions, evaluate, popularity_topk, time_split
 from recstack.models.index import VectorIndex
 from recstack.models.node_features import FeatureEncoder
 from recstack.models.recall import (
     DEFAULT_DEEPWALK,
     DEFAULT_GRAPHSAGE,
     RecallData,
+    evaluate_artifact,
     fit_deepwalk,
     fit_graphsage,
     fit_lookalike,
     item_neighbors,
-    score_fn,
 )
 from recstack.models.tracking import log_training_run
 from recstack.offline.ingest import Progress, no_progress
@@ -46,6 +46,8 @@ from recstack.offline.jobs.graphs import latest_graphs_dir
 from recstack.offline.jobs.train import publish_release
 
 MODELS = ("deepwalk", "graphsage")
+NEIGHBORS = 50
+"""Length of each item's published item-to-item list."""
 
 
 def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -104,15 +106,12 @@ def holdout_metrics(model: str, data: Interactions, users: pd.DataFrame | None, 
         fit_graphsage(rd, cfg, "holdout", progress=progress)[0]  # fmt: skip
     test_users = np.unique(test.users)
     catalog = len(np.union1d(rd.item_ids, test.items))
-    recs = topk_from_scores(
-        score_fn(art), test_users, np.searchsorted(rd.user_ids, test_users), art.item_ids, rd.seen_rows(), 10
-    )
-    metrics = evaluate(recs, test, train, 10, catalog)
+    metrics = evaluate_artifact(art, rd, test, 10, catalog)
     baseline = evaluate(popularity_topk(train, test_users, 10), test, train, 10, catalog)
     return {**metrics, **{f"popularity.{k}": v for k, v in baseline.items() if "@" in k}}
 
 
-def train_lookalike(lake_root: Path, encoder: FeatureEncoder, users: pd.DataFrame | None,
+def train_lookalike(lake_root: Path, encoder: FeatureEncoder, users: pd.DataFrame | None, version: str,
                     progress: Progress) -> EmbeddingArtifact | None:  # fmt: skip
     """GraphSAGE on the user–user attribute graph; user vectors for lookalike audiences (None without edges)."""
     gdir = latest_graphs_dir(lake_root)
@@ -122,9 +121,8 @@ def train_lookalike(lake_root: Path, encoder: FeatureEncoder, users: pd.DataFram
         return None
     ids = nodes[Col.USER_ID].to_numpy(np.int64)
     profile = users if users is not None else pd.DataFrame({Col.USER_ID: ids})
-    return fit_lookalike(
-        ids, uu["src_idx"].to_numpy(), uu["dst_idx"].to_numpy(), profile, encoder, progress=progress
-    )
+    src, dst = uu["src_idx"].to_numpy(), uu["dst_idx"].to_numpy()
+    return fit_lookalike(ids, src, dst, profile, encoder, version, progress=progress)
 
 
 def run_embedding_job(settings: Settings, model: str, holdout: float = 0.1, evaluate_first: bool = True,
@@ -144,30 +142,25 @@ def run_embedding_job(settings: Settings, model: str, holdout: float = 0.1, eval
                  f"{metrics['popularity.ndcg@10']:.4f}), recall@10 {metrics['recall@10']:.4f}")  # fmt: skip
     version = f"{model}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
     rd = RecallData.build(data, users, items, lineage=lineage)
-    extra_state: dict[str, Any] = {}
+    sage = None
     if model == "deepwalk":
         sessions = read_sessions(lake) if cfg.use_sessions else None
         art = fit_deepwalk(rd, cfg, version, sessions, progress)
     else:
         art, sage = fit_graphsage(rd, cfg, version, progress)
-        extra_state = {"encoder": sage.model.encoder.state_dict(), "features": sage.encoder.to_dict()}
     with tempfile.TemporaryDirectory(prefix="recstack-train-") as tmp:
         tmpdir = Path(tmp)
         art.save(tmpdir / "model")
-        nbr_ids, nbr_scores = item_neighbors(
-            art.item_vectors, art.item_ids, cfg.neighbors if model == "deepwalk" else 50
-        )
-        neighbors = ItemNeighbors(art.item_ids, nbr_ids, nbr_scores)
+        neighbors = ItemNeighbors(art.item_ids, *item_neighbors(art.item_vectors, art.item_ids, NEIGHBORS))
         neighbors.save(tmpdir / NEIGHBORS_FILE)
         extras: dict[str, Path] = {"neighbors": tmpdir / NEIGHBORS_FILE}
-        if extra_state:
-            torch.save(extra_state["encoder"], tmpdir / "encoder.pt")
-            (tmpdir / "feature_encoder.json").write_text(json.dumps(extra_state["features"]))
+        if sage is not None:
+            torch.save(sage.model.encoder.state_dict(), tmpdir / "encoder.pt")
+            (tmpdir / "feature_encoder.json").write_text(json.dumps(sage.encoder.to_dict()))
             extras["state"] = tmpdir / "encoder.pt"
             extras["state/features"] = tmpdir / "feature_encoder.json"
-            look = train_lookalike(lake, FeatureEncoder.from_dict(extra_state["features"]), users, progress)
+            look = train_lookalike(lake, sage.encoder, users, version, progress)
             if look is not None:
-                look.version = version
                 look.save(tmpdir / "lookalike")
                 extras["lookalike"] = tmpdir / "lookalike"
         tracked = log_training_run(

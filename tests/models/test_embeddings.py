@@ -161,7 +161,7 @@ def test_lookalike_finds_users_of_the_same_block() -> None:
     enc = FeatureEncoder().fit(users, items)
     ids = np.arange(100, 100 + USERS)  # ids differ from rows
     art = fit_lookalike(ids, np.array(src), np.array(dst), users.assign(**{Col.USER_ID: ids}), enc,
-                        SageConfig(dim=16, epochs=10, batch_size=64, loss="softmax", negatives=32,
+                        cfg=SageConfig(dim=16, epochs=10, batch_size=64, loss="softmax", negatives=32,
                                    normalize=True, temperature=0.1, fanouts=(5, 5)))  # fmt: skip
     audience, scores = lookalike_audience(art, np.array([100, 101, 102, 99999]), 10)
     assert len(audience) == 10 and not set(audience.tolist()) & {100, 101, 102}

@@ -77,7 +77,30 @@ class RedisKey:
         return f"{self.prefix}:u:{user_id}:recent"
 
     def user_clicks(self, user_id: int) -> str:
+        """Sorted set of the user's clicks of the last day, scored by ts (ms); ``features/realtime.py`` reads
+        both the click windows and the recent items from it."""
         return f"{self.prefix}:u:{user_id}:clicks"
 
     def item_exposures(self, item_id: int) -> str:
+        """Sorted set of the item's impressions of the last day, scored by ts (ms)."""
         return f"{self.prefix}:i:{item_id}:exp"
+
+    def item_clicks(self, item_id: int) -> str:
+        """Sorted set of the item's clicks of the last day, scored by ts (ms)."""
+        return f"{self.prefix}:i:{item_id}:clicks"
+
+    def active_items(self) -> str:
+        """Sorted set of item ids scored by the ts (ms) of their newest event: the items of the snapshot."""
+        return f"{self.prefix}:i:active"
+
+    def item_snapshot(self) -> str:
+        """The packed item real-time snapshot the service workers cache (binary value)."""
+        return f"{self.prefix}:rt:item_snapshot"
+
+    def item_snapshot_version(self) -> str:
+        """Counter bumped on every item snapshot write; workers poll it to refresh their copy."""
+        return f"{self.prefix}:rt:item_snapshot:version"
+
+    def dead_letter(self, topic: str) -> str:
+        """Redis Stream of the messages of ``topic`` that could not be decoded, each with its reason."""
+        return f"{self.prefix}:dlq:{topic}"

@@ -73,6 +73,69 @@ class BusSettings(BaseModel):
     kafka_max_poll_interval_ms: int = 30_000
 
 
+class RealtimeSettings(BaseModel):
+    """The stream consumer that keeps the real-time window features in Redis (``features/realtime.py``)."""
+
+    group: str = Field("realtime-features", description="consumer group on the events topic")
+    consumer_name: str | None = Field(None, description="member name in the group; default <hostname>-<pid>")
+    batch_size: int = Field(500, ge=1, description="most events polled and applied in one round trip")
+    poll_timeout_s: float = Field(1.0, gt=0, description="longest wait of one poll when no event is ready")
+    snapshot_interval_s: float = Field(
+        5.0, ge=0, description="how often the item snapshot read by the service is rewritten (0: every batch)"
+    )
+    retention_slack_s: int = Field(
+        3600,
+        ge=0,
+        description="events are kept this long beyond the 1-day lookback (trim and key TTL): reads stay exact "
+        "for client clocks up to this far ahead",
+    )
+    dead_letter_max_len: int = Field(100_000, ge=1, description="malformed messages kept (approximately)")
+
+
+ChannelKind = Literal["embedding", "item2item", "cooccur", "genre", "segment", "keyword", "trending", "fresh"]
+
+
+class ChannelSettings(BaseModel):
+    """One recall channel of the service: a named strategy with its share of the candidates and a deadline."""
+
+    name: str = Field(description="reported as each item's channel and in the metrics")
+    kind: ChannelKind = Field(description="the strategy (online/recall.py)")
+    quota: int = Field(ge=1, description="most candidates this channel contributes after filtering")
+    timeout_ms: float = Field(30.0, gt=0, description="a slower answer is dropped and counted as a timeout")
+    parallel: bool | None = Field(
+        None,
+        description="run on the recall thread pool (concurrently, abandoned at its deadline) instead of in the "
+        "request thread; default: true for embedding (FAISS releases the GIL), false for the in-memory "
+        "channels, whose thread hand-off would cost more than they do",
+    )
+    enabled: bool = True
+
+    @property
+    def runs_in_pool(self) -> bool:
+        return self.kind == "embedding" if self.parallel is None else self.parallel
+
+
+def default_channels() -> list[ChannelSettings]:
+    return [
+        ChannelSettings(name="faiss/user-embedding", kind="embedding", quota=200),
+        ChannelSettings(name="item2item/recent", kind="item2item", quota=80),
+        ChannelSettings(name="item2item/cooccur", kind="cooccur", quota=40),
+        ChannelSettings(name="genre/interest", kind="genre", quota=60),
+        ChannelSettings(name="segment/popular", kind="segment", quota=40),
+        ChannelSettings(name="keyword/recent", kind="keyword", quota=30),
+        ChannelSettings(name="trending/decayed", kind="trending", quota=40),
+        ChannelSettings(name="fresh/cold-start", kind="fresh", quota=20),
+    ]
+
+
+class RerankSettings(BaseModel):
+    """Re-rank for diversity and business rules."""
+
+    window: int = Field(5, ge=1, description="sliding window of the genre-diversity rule")
+    max_same_genre: int = Field(2, ge=1, description="most items of one primary genre within any window")
+    fresh_bonus: float = Field(0.0, description="added to the fine-rank score of fresh items (business rule)")
+
+
 class ServingSettings(BaseModel):
     """The FastAPI recommendation service."""
 
@@ -81,9 +144,34 @@ class ServingSettings(BaseModel):
     workers: int = Field(1, ge=1)
     default_k: int = Field(10, ge=1)
     max_k: int = Field(200, ge=1)
-    recall_size: int = Field(300, ge=1, description="candidates recalled per request before ranking")
+    recall_size: int = Field(300, ge=1, description="candidates the fine ranker scores per request (after pre-rank)")
     default_variant: str = "default"
     model_dir: Path | None = Field(None, description="serving artifact directory; default <home>/serving")
+    source: Literal["release", "mlflow"] = Field(
+        "release", description="release: <model_dir>/current; mlflow: the registered model's alias (champion)"
+    )
+    registered_model: str = Field("recstack-graphsage", description="registered model served when source=mlflow")
+    alias: str = Field("champion", description="registry alias served when source=mlflow")
+    reload_interval_s: float = Field(5.0, gt=0, description="how often a worker checks for a new release")
+    channels: list[ChannelSettings] = Field(default_factory=default_channels)
+    fresh_days: float = Field(30.0, gt=0, description="items first seen this recently are fresh (cold-start)")
+    ranker: Literal["embedding", "mlp"] = Field(
+        "embedding", description="fine ranker: the recall model's score, or an MLP ranker artifact"
+    )
+    ranker_path: Path | None = Field(None, description="state of the mlp ranker (untrained weights when unset)")
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
+    redis_timeout_ms: float = Field(25.0, gt=0, description="socket timeout of the per-request Redis read")
+    redis_retry_s: float = Field(2.0, ge=0, description="after a Redis failure, skip Redis this long")
+    events_spool_dir: Path | None = Field(
+        None, description="events the bus refused are kept here and re-sent; default <home>/spool"
+    )
+
+    @model_validator(mode="after")
+    def _channels_valid(self) -> ServingSettings:
+        names = [c.name for c in self.channels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"serving.channels: duplicate channel names in {names}")
+        return self
 
 
 class DataSettings(BaseModel):
@@ -126,6 +214,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
@@ -173,6 +262,10 @@ class Settings(BaseSettings):
     @property
     def serving_dir(self) -> Path:
         return Path(self.serving.model_dir) if self.serving.model_dir else self.home / "serving"
+
+    @property
+    def spool_dir(self) -> Path:
+        return Path(self.serving.events_spool_dir) if self.serving.events_spool_dir else self.home / "spool"
 
     @property
     def mlflow_tracking_uri(self) -> str:

@@ -129,6 +129,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         workdir = settings.home / "bench"
         workdir.mkdir(parents=True, exist_ok=True)
         result = bench_features(args.events, settings, seed=args.seed, workdir=workdir, progress=progress)
+    elif args.what == "serve":
+        from recstack.offline.bench.serve import run_serve_bench
+
+        progress = (
+            StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+        )
+        result = run_serve_bench(args.items, args.users, args.duration, concurrency=args.concurrency,
+                                 workers=args.workers, k=args.k, seed=args.seed, progress=progress)  # fmt: skip
     else:
         from recstack.offline.bench.embeddings import bench_embeddings
 
@@ -304,6 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--data", type=Path, required=True, help="MovieLens-100K directory or ml-100k-split directory"
     )
+    q.add_argument(
+        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
+    )
+    q.set_defaults(func=cmd_bench)
+
+    q = bsub.add_parser("serve", parents=[common], help="the service under load next to its compute floor",
+                        description="Build a synthetic release (N items, M users), start a real Redis and the "
+                        "service with its workers, drive it from a separate load-generator process at fixed "
+                        "concurrency, and print rps and latency percentiles next to the in-process compute "
+                        "floor (recall + ranker forward, no HTTP).")  # fmt: skip
+    q.add_argument("--items", type=_positive, default=100_000)
+    q.add_argument("--users", type=_positive, default=100_000)
+    q.add_argument("--duration", type=_positive, default=30, help="seconds of measured load")
+    q.add_argument("--concurrency", type=_positive, default=8, help="requests in flight")
+    q.add_argument("--workers", type=_positive, default=2, help="uvicorn worker processes")
+    q.add_argument("--k", type=_positive, default=10, help="items per request")
+    q.add_argument("--seed", type=int, default=0)
     q.add_argument(
         "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
     )

@@ -5,6 +5,10 @@ Start with ``recstack serve`` (uvicorn, ``--workers N``) or ``uvicorn --factory 
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import datetime as dt
+import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +23,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from recstack.features.bus import EventBus, open_bus
 from recstack.features.redis_local import ensure_redis_url
 from recstack.features.settings import Settings, load_settings
-from recstack.offline.jobs.train import current_release
 from recstack.online.contracts import (
     EventBatch,
     EventsAccepted,
@@ -28,8 +31,14 @@ from recstack.online.contracts import (
     RequestContext,
     SimilarResponse,
 )
+from recstack.online.lifecycle import DirectorySource, MlflowAliasSource, ReleaseManager, ReleaseSource
 from recstack.online.metrics import ServiceMetrics
 from recstack.online.pipeline import Recommender, ServingRelease
+from recstack.online.ranking import Ranker
+from recstack.online.realtime import RealtimeReader
+from recstack.online.spool import EventSpool
+
+log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
@@ -57,11 +66,23 @@ class NotFoundError(ServiceError):
 class ServiceState:
     """Everything the routes need, opened once in the lifespan."""
 
-    def __init__(self, settings: Settings, recommender: Recommender, bus: EventBus | None) -> None:
+    def __init__(
+        self, settings: Settings, manager: ReleaseManager, bus: EventBus | None, metrics: ServiceMetrics,
+        spool: EventSpool, realtime: RealtimeReader | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
-        self.recommender = recommender
+        self.manager = manager
         self.bus = bus
-        self.metrics = ServiceMetrics()
+        self.metrics = metrics
+        self.spool = spool
+        self.realtime = realtime
+
+    @property
+    def recommender(self) -> Recommender:
+        rec = self.manager.recommender
+        if rec is None:
+            raise NotReadyError("no model loaded yet")
+        return rec
 
 
 def get_state(request: Request) -> ServiceState:
@@ -85,18 +106,65 @@ def _checked_k(state: ServiceState, k: int | None) -> int:
     return k
 
 
-def create_app(settings: Settings | None = None, bus: EventBus | None = None) -> FastAPI:
-    """Build the app. ``settings`` default to the environment's; ``bus`` defaults to the configured one."""
+def release_source(s: Settings) -> ReleaseSource:
+    if s.serving.source == "mlflow":
+        return MlflowAliasSource(s.mlflow_tracking_uri, s.serving.registered_model, s.serving.alias,
+                                 s.serving_dir / "mlflow-cache")  # fmt: skip
+    return DirectorySource(s.serving_dir)
+
+
+def _background(state: ServiceState, stop: threading.Event) -> None:
+    """Per worker, every second: re-send spooled events when the bus is back; refresh the item snapshot."""
+    while not stop.wait(1.0):
+        if state.bus is not None and state.spool.dir.exists():
+            try:
+                sent = state.spool.drain(lambda v, k: state.bus.publish(state.settings.bus.events_topic, v, k))  # type: ignore[union-attr]
+                if sent:
+                    log.info("re-published %d spooled events", sent)
+                    state.metrics.events.inc(sent)
+            except Exception as exc:  # still down: try again next tick
+                log.debug("bus still unavailable: %s", exc)
+        if state.realtime is not None:
+            state.realtime.refresh_items()
+
+
+def create_app(settings: Settings | None = None, bus: EventBus | None = None,
+               ranker: Ranker | None = None) -> FastAPI:  # fmt: skip
+    """Build the app. ``settings`` default to the environment's; ``bus`` defaults to the configured one;
+    ``ranker`` overrides the configured fine ranker."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings or load_settings()
-        release = ServingRelease.load(current_release(s.serving_dir))
+        metrics = ServiceMetrics()
+        redis_url = s.redis.url or ensure_redis_url(s)
+        realtime = RealtimeReader.connect(redis_url, s.redis.key_prefix, s.serving.redis_timeout_ms,
+                                          s.serving.redis_retry_s)  # fmt: skip
+        pool = cf.ThreadPoolExecutor(max_workers=4 * max(len(s.serving.channels), 1), thread_name_prefix="recall")
+
+        def build(release: ServingRelease) -> Recommender:
+            return Recommender(release, s.serving, realtime=realtime, ranker=ranker, pool=pool)
+
+        def on_event(kind: str, detail: str) -> None:
+            metrics.reloads.labels(kind).inc()
+
+        manager = ReleaseManager(release_source(s), build, s.serving.reload_interval_s, on_event)
+        manager.load_initial()
         event_bus = bus
         if event_bus is None:
-            event_bus = open_bus(s.bus.url or ensure_redis_url(s), s.bus, key_prefix=s.redis.key_prefix)
-        app.state.service = ServiceState(s, Recommender(release, s.serving.recall_size), event_bus)
+            event_bus = open_bus(s.bus.url or redis_url, s.bus, key_prefix=s.redis.key_prefix)
+        state = ServiceState(s, manager, event_bus, metrics, EventSpool(s.spool_dir), realtime)
+        app.state.service = state
+        manager.start()
+        stop = threading.Event()
+        worker = threading.Thread(target=_background, args=(state, stop), name="service-background", daemon=True)
+        worker.start()
         yield
+        stop.set()
+        manager.stop()
+        worker.join(timeout=5)
+        pool.shutdown(wait=False, cancel_futures=True)
+        realtime.close()
         if bus is None and event_bus is not None:
             event_bus.close()
 
@@ -141,22 +209,40 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None) ->
         state: State,
         user_id: Annotated[int, Query(ge=0, description="user id (non-negative integer)")],
         k: Annotated[int | None, Query(ge=1, description="number of items; default from settings")] = None,
-        page: str | None = None,
-        device: str | None = None,
-        city: str | None = None,
+        page: Annotated[str | None, Query(max_length=64)] = None,
+        device: Annotated[str | None, Query(max_length=64)] = None,
+        city: Annotated[str | None, Query(max_length=64)] = None,
+        time: Annotated[dt.datetime | None, Query(description="serve as of this time (ISO 8601); default now")] = None,
+        q: Annotated[str | None, Query(max_length=200, description="optional keywords for the keyword channel")] = None,
     ) -> RecommendResponse:
         k = _checked_k(state, k)
-        rec = state.recommender.recommend(user_id, k, RequestContext(page=page, device=device, city=city))
-        for item in rec.items:
-            state.metrics.candidates.labels(item.channel).inc()
+        if time is not None and time.tzinfo is None:
+            time = time.replace(tzinfo=dt.UTC)
+        recommender = state.recommender
+        context = RequestContext(page=page, device=device, city=city, time=time)
+        m = state.metrics
+        try:
+            rec = recommender.recommend(user_id, k, context, query=q)
+        except Exception:  # last resort: a valid request never gets a 5xx
+            log.exception("recommend failed for user %s; serving the popularity fallback", user_id)
+            m.errors.labels("recommend").inc()
+            rec = recommender.fallback_only(user_id, k, context)
+        for stage, seconds in rec.stages.items():
+            m.stage_latency.labels(stage).observe(seconds)
+        for r in rec.channels:
+            m.channel_status.labels(r.name, r.status).inc()
+            m.candidates.labels(r.name).inc(len(r.candidates))
         if rec.fallback:
-            state.metrics.fallbacks.labels("cold_start").inc()
+            m.fallbacks.labels("cold_start").inc()
+        for reason in rec.degraded:
+            m.fallbacks.labels(reason.split(":", 1)[0]).inc()
         return RecommendResponse(
             user_id=user_id,
             request_id=uuid.uuid4().hex,
             variant=state.settings.serving.default_variant,
             model_version=rec.model_version,
             fallback=rec.fallback,
+            degraded=rec.degraded,
             items=[RecommendedItem(item_id=i.item_id, score=i.score, channel=i.channel) for i in rec.items],
         )
 
@@ -186,8 +272,12 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None) ->
         keys = [str(e.user_id).encode() for e in batch.events]
         try:
             await run_in_threadpool(state.bus.publish, topic, values, keys)
-        except Exception as exc:  # the bus client raises many types; the caller needs a clear 503
-            raise BusUnavailableError(f"event bus unavailable, nothing was published: {exc}") from exc
+        except Exception as exc:  # the bus is down: spool to disk, re-sent by the background thread
+            log.warning("event bus unavailable (%s): spooling %d events", exc, len(values))
+            await run_in_threadpool(state.spool.append, values, keys)
+            state.metrics.fallbacks.labels("bus").inc()
+            state.metrics.spooled.inc(len(values))
+            return EventsAccepted(accepted=len(values), topic=topic, spooled=len(values))
         state.metrics.events.inc(len(values))
         return EventsAccepted(accepted=len(values), topic=topic)
 
@@ -196,8 +286,11 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None) ->
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: a model is loaded")
-    async def readyz(state: State) -> dict[str, str]:
-        return {"status": "ready", "model_version": state.recommender.release.version}
+    async def readyz(state: State) -> dict[str, object]:
+        rt = state.realtime
+        return {"status": "ready", "model_version": state.recommender.release.version,
+                "release": state.manager.ident, "reloads": state.manager.reloads,
+                "redis": "ok" if rt is None or rt.healthy else "degraded"}  # fmt: skip
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics(state: State) -> PlainTextResponse:

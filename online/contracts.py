@@ -55,6 +55,11 @@ class RecommendResponse(BaseModel):
     variant: str
     model_version: str
     fallback: bool = Field(description="true when the personalised path could not serve and a fallback did")
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="parts that failed and were replaced by their fallback: redis, channel:<name>:<timeout|error>, "
+        "ranker, internal",
+    )
     items: list[RecommendedItem]
 
 
@@ -67,3 +72,4 @@ class EventBatch(BaseModel):
 class EventsAccepted(BaseModel):
     accepted: int
     topic: str
+    spooled: int = Field(0, description="events kept on local disk because the bus was down; re-sent later")

@@ -19,7 +19,7 @@ class ServiceMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )  # fmt: skip
         self.candidates = Counter(
-            "recstack_recall_candidates_total", "Items returned per recall channel", ["channel"],
+            "recstack_recall_candidates_total", "Candidates returned per recall channel", ["channel"],
             registry=self.registry,
         )  # fmt: skip
         self.fallbacks = Counter(
@@ -28,3 +28,22 @@ class ServiceMetrics:
         self.events = Counter(
             "recstack_events_published_total", "Events published to the bus", registry=self.registry
         )
+        self.spooled = Counter(
+            "recstack_events_spooled_total", "Events spooled to disk while the bus was down", registry=self.registry
+        )
+        self.stage_latency = Histogram(
+            "recstack_stage_seconds", "Latency of each pipeline stage", ["stage"], registry=self.registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+        )  # fmt: skip
+        self.channel_status = Counter(
+            "recstack_recall_channel_total", "Recall channel outcomes (ok, empty, timeout, error)",
+            ["channel", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.errors = Counter(
+            "recstack_errors_total", "Unexpected errors by stage (the request was still served)", ["stage"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.reloads = Counter(
+            "recstack_model_reload_total", "Release reload outcomes (reloaded, refused, source_error)",
+            ["outcome"], registry=self.registry,
+        )  # fmt: skip

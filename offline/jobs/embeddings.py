@@ -27,6 +27,7 @@ import torch
 from recstack.features.keys import Col, LakeTable
 from recstack.features.settings import Settings
 from recstack.models.artifact import NEIGHBORS_FILE, ArtifactError, EmbeddingArtifact, ItemNeighbors
+from recstack.models.catalog import CATALOG_DIR
 from recstack.models.evaluation import Interactions, evaluate, popularity_topk, time_split
 from recstack.models.index import VectorIndex
 from recstack.models.node_features import FeatureEncoder
@@ -43,7 +44,7 @@ from recstack.models.recall import (
 from recstack.models.tracking import log_training_run
 from recstack.offline.ingest import Progress, no_progress
 from recstack.offline.jobs.graphs import latest_graphs_dir
-from recstack.offline.jobs.train import publish_release
+from recstack.offline.jobs.train import publish_release, release_catalog
 
 MODELS = ("deepwalk", "graphsage")
 NEIGHBORS = 50
@@ -163,6 +164,13 @@ def run_embedding_job(settings: Settings, model: str, holdout: float = 0.1, eval
             if look is not None:
                 look.save(tmpdir / "lookalike")
                 extras["lookalike"] = tmpdir / "lookalike"
+        # the serving parts go with the run, so a registry alias (champion) names a complete release
+        index = VectorIndex.build(art.item_vectors, art.item_ids, version)
+        index.save(tmpdir / "index")
+        catalog = release_catalog(lake, art)
+        catalog.save(tmpdir / CATALOG_DIR)
+        extras["index"] = tmpdir / "index"
+        extras[CATALOG_DIR] = tmpdir / CATALOG_DIR
         tracked = log_training_run(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root,
             experiment=settings.mlflow.experiment, run_name=version, params=art.params, metrics=metrics,
@@ -171,8 +179,7 @@ def run_embedding_job(settings: Settings, model: str, holdout: float = 0.1, eval
         )  # fmt: skip
         release = None
         if publish:
-            index = VectorIndex.build(art.item_vectors, art.item_ids, version)
-            release = publish_release(settings.serving_dir, version, art, index, neighbors)
+            release = publish_release(settings.serving_dir, version, art, index, neighbors, catalog)
     progress(f"{model}: run {tracked.run_id}, registered version {tracked.version}"
              + (f", published {release}" if release else ""))  # fmt: skip
     return {"model": model, "version": version, "metrics": metrics, "run_id": tracked.run_id,

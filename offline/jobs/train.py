@@ -14,9 +14,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from recstack.features.keys import Col, LakeTable
 from recstack.models.artifact import NEIGHBORS_FILE, ArtifactError, EmbeddingArtifact, ItemNeighbors
 from recstack.models.baseline import BaselineConfig, train_baseline
+from recstack.models.catalog import CATALOG_DIR, Catalog, build_catalog, build_catalog_from_lake
 from recstack.models.index import VectorIndex
 from recstack.offline.ingest import Progress, no_progress
 
@@ -41,16 +43,40 @@ def read_positives(lake_root: Path, start: dt.date | None = None, end: dt.date |
     return dataset.to_table(columns=[Col.USER_ID, Col.ITEM_ID, Col.TS, Col.EVENT_DATE], filter=flt)
 
 
+def release_catalog(lake_root: Path, artifact: EmbeddingArtifact) -> Catalog:
+    """The serving catalog of a release: from the lake's profiles and latest graph snapshot, or (no graphs
+    yet) from the item profiles with the model's popularity as the trending score."""
+    try:
+        return build_catalog_from_lake(lake_root, extra_item_ids=artifact.item_ids)
+    except (ArtifactError, FileNotFoundError):
+        import pandas as pd
+
+        items_path = Path(lake_root) / LakeTable.ITEMS
+        items = pq.read_table(items_path).to_pandas() if items_path.exists() else None
+        users_path = Path(lake_root) / LakeTable.USERS
+        users = pq.read_table(users_path).to_pandas() if users_path.exists() else None
+        empty = pd.DataFrame({Col.USER_ID: pd.Series([], dtype="int64"), Col.ITEM_ID: pd.Series([], dtype="int64"),
+                              "decayed_weight": pd.Series([], dtype="float64"),
+                              "first_ts": pd.Series([], dtype="datetime64[us, UTC]")})  # fmt: skip
+        cat = build_catalog(items, users, empty, None, extra_item_ids=artifact.item_ids)
+        rows = cat.rows_of(artifact.popular_items)
+        cat.trending[rows[rows >= 0]] = artifact.popular_scores[rows >= 0]
+        cat.first_seen_s[:] = 0  # unknown: not fresh
+        return cat
+
+
 def publish_release(
     serving_dir: Path, version: str, artifact: EmbeddingArtifact, index: VectorIndex,
-    neighbors: ItemNeighbors | None = None,
+    neighbors: ItemNeighbors | None = None, catalog: Catalog | None = None,
 ) -> Path:  # fmt: skip
-    """Write the release (model, index, optional item-to-item lists), then swap ``current`` to it."""
+    """Write the release (model, index, optional item-to-item lists and catalog), then swap ``current`` to it."""
     release = serving_dir / "releases" / version
     artifact.save(release / "model")
     index.save(release / "index")
     if neighbors is not None:
         neighbors.save(release / NEIGHBORS_FILE)
+    if catalog is not None:
+        catalog.save(release / CATALOG_DIR)
     link = serving_dir / CURRENT
     tmp = serving_dir / f".{CURRENT}.{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
@@ -94,7 +120,7 @@ def run_train_job(
         lineage={"table": LakeTable.SAMPLES, "partitions": [dates[0], dates[-1]], "partition_count": len(dates)},
     )  # fmt: skip
     index = VectorIndex.build(artifact.item_vectors, artifact.item_ids, version)
-    release = publish_release(serving_dir, version, artifact, index)
+    release = publish_release(serving_dir, version, artifact, index, catalog=release_catalog(lake_root, artifact))
     progress(f"published release {version}: {len(artifact.user_ids):,} users, {len(artifact.item_ids):,} items, "
              f"dim {artifact.dim}, index {index.kind}")  # fmt: skip
     return release

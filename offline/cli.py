@@ -223,6 +223,22 @@ def cmd_redis(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_realtime(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from recstack.features.realtime import run_realtime_consumer
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.seconds:
+        threading.Timer(args.seconds, stop.set).start()
+    counters = run_realtime_consumer(_settings(args), stop, progress=StepProgress(1).line)
+    print(json.dumps(counters))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recstack.offline.demo import run_demo
 
@@ -369,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("realtime", parents=[common], help="keep the real-time features in Redis from the bus",
+                       description="Consume the events topic (consumer group realtime.group) and keep the "
+                       "real-time window features, recent items and the item snapshot in Redis. Runs until "
+                       "SIGINT / SIGTERM; run one per partition or more for throughput.")  # fmt: skip
+    p.add_argument("action", choices=["consume"])
+    p.add_argument("--seconds", type=float, help="stop after this many seconds (default: run until stopped)")
+    p.set_defaults(func=cmd_realtime)
 
     p = sub.add_parser("redis", parents=[common], help="start or stop the embedded local Redis",
                        description="Start or stop the local redis-server used when no Redis URL is set.")  # fmt: skip

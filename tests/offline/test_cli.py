@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 COMMANDS = [[], ["demo"], ["ingest"], ["ingest", "movielens"], ["ingest", "synthetic"], ["samples"], ["features"],
-            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["bench", "embeddings"], ["index"], ["index", "build"], ["train"], ["serve"],
+            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["bench", "embeddings"], ["bench", "serve"], ["realtime"], ["index"], ["index", "build"], ["train"], ["serve"],
             ["redis"]]  # fmt: skip
 
 
@@ -94,6 +94,42 @@ def test_bench_embeddings_prints_the_json_keys(tmp_path: Path) -> None:
         assert result[model]["ndcg@10"] > result["popularity"]["ndcg@10"] + 0.1, result
     r = _run(["bench", "embeddings", "--data", str(tmp_path / "nope"), "--json"])
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+@pytest.mark.integration
+def test_bench_serve_prints_the_json_keys(tmp_path: Path) -> None:
+    """A small catalog through the real harness: Redis, the multi-worker service, the load-generator process."""
+    r = _run(["bench", "serve", "--items", "3000", "--users", "2000", "--duration", "3", "--workers", "1",
+              "--concurrency", "4", "--json"], timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "errors", "floor_p50_ms", "floor_p99_ms"):
+        assert key in result, key
+    assert result["errors"] == 0 and result["requests"] > 0 and result["rps"] > 0
+    assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    assert 0 < result["floor_p50_ms"] <= result["floor_p99_ms"]
+    assert result["candidates_ranked_mean"] > 100 and result["index"] == "flat"
+
+
+def test_realtime_consumer_command(tmp_path: Path, redis_url: str) -> None:
+    import time
+
+    from recstack.features.bus import open_bus
+    from recstack.features.schema import Event
+
+    prefix = f"cli{time.time_ns()}"
+    bus = open_bus(redis_url, key_prefix=prefix)
+    bus.ensure_topic("events")
+    events = [Event(event_id=f"c-{i}", event_type="click", ts="2026-01-03T10:00:00Z", user_id=1, item_id=i)
+              for i in range(5)]  # fmt: skip
+    bus.publish("events", [e.to_json_bytes() for e in events] + [b"{not json"], None)
+    bus.close()
+    env = {"RECSTACK_REDIS__URL": redis_url, "RECSTACK_REDIS__KEY_PREFIX": prefix,
+           "RECSTACK_REALTIME__POLL_TIMEOUT_S": "0.2"}  # fmt: skip
+    r = _run(["realtime", "consume", "--seconds", "4", "--home", str(tmp_path)], env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    counters = json.loads(r.stdout.strip().splitlines()[-1])
+    assert counters["processed"] == 5 and counters["malformed"] == 1 and counters["changed"] == 5
 
 
 def test_demo_no_serve_end_to_end(tmp_path: Path, redis_url: str) -> None:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from recstack.features.definitions import age_bucket
 from recstack.features.keys import Col, LakeTable
 from recstack.models.artifact import FORMAT_VERSION, ArtifactError, read_manifest, replace_dir, sha256_file
+from recstack.models.ids import IdIndex
 
 APPROVED, PENDING, REJECTED = 1, 0, 2
 """Moderation states of ``Catalog.state``: only approved items are ever served."""
@@ -107,17 +108,17 @@ class Catalog:
 
     def rows_of(self, item_ids: np.ndarray) -> np.ndarray:
         """Catalog rows of ``item_ids`` (-1 for ids not in the catalog)."""
-        item_ids = np.asarray(item_ids, dtype=np.int64)
-        if self.num_items == 0:
-            return np.full(len(item_ids), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self.item_ids, item_ids), self.num_items - 1)
-        return np.where(self.item_ids[pos] == item_ids, pos, -1)
+        index = self._derived.get("item_index")
+        if index is None:
+            index = self._derived["item_index"] = IdIndex(self.item_ids)
+        return index.rows(item_ids)  # type: ignore[no-any-return]
 
     def segment_of_user(self, user_id: int) -> int:
-        pos = int(np.searchsorted(self.user_ids, user_id))
-        if pos < len(self.user_ids) and self.user_ids[pos] == user_id:
-            return int(self.user_segment[pos])
-        return UNKNOWN_SEGMENT
+        index = self._derived.get("user_index")
+        if index is None:
+            index = self._derived["user_index"] = IdIndex(self.user_ids)
+        row = index.row(user_id)
+        return int(self.user_segment[row]) if row >= 0 else UNKNOWN_SEGMENT
 
     def segment_popular(self, segment: int) -> np.ndarray:
         if segment < 0:
@@ -175,10 +176,28 @@ class Catalog:
             self.by_genre(0)
         self.by_keyword("")
         self.trending_rows()
+        self.rows_of(self.item_ids[:1])
+        self.segment_of_user(0)
 
     def keyword_idf(self, token: str) -> float:
-        n = len(self.by_keyword(token))
-        return float(np.log((1 + self.num_items) / (1 + n))) if n else 0.0
+        cache = self._derived.setdefault("idf", {})
+        idf = cache.get(token)
+        if idf is None:
+            n = len(self.by_keyword(token))
+            idf = cache[token] = float(np.log((1 + self.num_items) / (1 + n))) if n else 0.0
+        return idf  # type: ignore[no-any-return]
+
+    def row_tokens(self, row: int) -> list[str]:
+        """Title and tag tokens of one catalog row (cached)."""
+        cache = self._derived.setdefault("row_tokens", {})
+        words = cache.get(row)
+        if words is None:
+            words = tokens(self.titles[row])
+            words += [w for t in self.tag_idx[self.tag_indptr[row] : self.tag_indptr[row + 1]]
+                      for w in tokens(self.tag_names[t])]  # fmt: skip
+            if len(cache) < 1_000_000:
+                cache[row] = words
+        return words  # type: ignore[no-any-return]
 
     def _by_trend(self, rows: np.ndarray) -> np.ndarray:
         rows = rows[self.state[rows] == APPROVED]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
@@ -10,6 +12,7 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "recstack_http_requests_total", "HTTP requests by route and status", ["route", "status"],
             registry=self.registry,
@@ -47,3 +50,12 @@ class ServiceMetrics:
             "recstack_model_reload_total", "Release reload outcomes (reloaded, refused, source_error)",
             ["outcome"], registry=self.registry,
         )  # fmt: skip
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.latency.labels(route), self.requests.labels(route, str(status)))
+            self._request_children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()

@@ -29,6 +29,7 @@ from recstack.features.definitions import hour_of_day, weekday
 from recstack.features.settings import ChannelSettings, ServingSettings
 from recstack.models.artifact import NEIGHBORS_FILE, ArtifactError, EmbeddingArtifact, ItemNeighbors
 from recstack.models.catalog import CATALOG_DIR, Catalog
+from recstack.models.ids import IdIndex
 from recstack.models.index import VectorIndex
 from recstack.online.contracts import RankedItem, RecallCandidate, RequestContext
 from recstack.online.ranking import (
@@ -78,10 +79,8 @@ class ServingRelease:
             catalog = Catalog.minimal(artifact.item_ids, pop)
         self.catalog = catalog
         self._cosine_index: VectorIndex | None = None
-        self._item_order = np.argsort(artifact.item_ids)
-        self._sorted_items = artifact.item_ids[self._item_order]
-        self._user_order = np.argsort(artifact.user_ids)
-        self._sorted_users = artifact.user_ids[self._user_order]
+        self._items = IdIndex(artifact.item_ids)
+        self._users = IdIndex(artifact.user_ids)
         # catalog row -> artifact row (-1: no embedding); vectors padded with a zero row for the -1s
         art_rows = self.item_rows(catalog.item_ids)
         self.catalog_art_rows = art_rows
@@ -106,18 +105,12 @@ class ServingRelease:
         )  # fmt: skip
 
     def item_row(self, item_id: int) -> int | None:
-        pos = int(np.searchsorted(self._sorted_items, item_id))
-        if pos < len(self._sorted_items) and self._sorted_items[pos] == item_id:
-            return int(self._item_order[pos])
-        return None
+        row = self._items.row(item_id)
+        return row if row >= 0 else None
 
     def item_rows(self, item_ids: np.ndarray) -> np.ndarray:
         """Artifact rows of ``item_ids`` (-1 for items without an embedding)."""
-        item_ids = np.asarray(item_ids, np.int64)
-        if len(self._sorted_items) == 0:
-            return np.full(len(item_ids), -1, np.int64)
-        pos = np.minimum(np.searchsorted(self._sorted_items, item_ids), len(self._sorted_items) - 1)
-        return np.where(self._sorted_items[pos] == item_ids, self._item_order[pos], -1)
+        return self._items.rows(item_ids)
 
     def vectors_of_catalog_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, d) item vectors of catalog rows (zeros where the model has none) and the has-vector mask."""
@@ -171,9 +164,8 @@ class ServingRelease:
 
     def user_history(self, user_id: int) -> tuple[np.ndarray | None, np.ndarray]:
         """(embedding or None, seen item ids) of a user."""
-        pos = int(np.searchsorted(self._sorted_users, user_id))
-        if pos < len(self._sorted_users) and self._sorted_users[pos] == user_id:
-            row = int(self._user_order[pos])
+        row = self._users.row(user_id)
+        if row >= 0:
             return self.artifact.user_vectors[row], self.artifact.seen(row)
         return None, np.empty(0, dtype=np.int64)
 

@@ -100,21 +100,49 @@ class MLPRanker:
         if state_path is not None:
             self.module.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
 
-    def features(self, batch: RankBatch) -> np.ndarray:
+    def dense(self, batch: RankBatch) -> np.ndarray:
         n = len(batch)
-        u = batch.user_vector if batch.user_vector is not None else np.zeros(self.dim, np.float32)
-        ub = np.broadcast_to(u, (n, self.dim))
-        dense = np.column_stack([
+        return np.column_stack([
             batch.has_vector, batch.recall_prior, batch.trending, batch.genre_match,
             np.broadcast_to(batch.user_realtime, (n, len(RT_USER))), batch.item_realtime,
             np.full(n, batch.hour / 23.0), np.full(n, batch.weekday / 6.0),
-        ])  # fmt: skip
-        return np.hstack([ub, batch.item_vectors, ub * batch.item_vectors, dense]).astype(np.float32)
+        ]).astype(np.float32)  # fmt: skip
 
-    def score(self, batch: RankBatch) -> np.ndarray:
+    def features(self, batch: RankBatch) -> np.ndarray:
+        """The network's input rows [u, i, u*i, dense] (what it is trained on)."""
+        n = len(batch)
+        u = batch.user_vector if batch.user_vector is not None else np.zeros(self.dim, np.float32)
+        ub = np.broadcast_to(u, (n, self.dim))
+        return np.hstack([ub, batch.item_vectors, ub * batch.item_vectors, self.dense(batch)]).astype(np.float32)
+
+    def score_module(self, batch: RankBatch) -> np.ndarray:
+        """The plain torch forward over ``features`` (reference for ``score``)."""
         with torch.inference_mode():
             out = self.module(torch.from_numpy(self.features(batch)))
         return out.numpy().ravel()  # type: ignore[no-any-return]
+
+    def _weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        cached = getattr(self, "_np_weights", None)
+        if cached is None:
+            linears = [m for m in self.module if isinstance(m, torch.nn.Linear)]
+            cached = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears]
+            self._np_weights = cached
+        return cached
+
+    def score(self, batch: RankBatch) -> np.ndarray:
+        """The same network, first layer factored: the user block is computed once per request and the item
+        and cross blocks fold into one matrix, ``i @ (W_i + diag(u) W_ui)``, so a request costs one
+        (n, d) x (d, h) product instead of an (n, 3d) one. Equal to ``score_module`` up to float rounding."""
+        d = self.dim
+        layers = self._weights()
+        w1, b1 = layers[0]
+        u = batch.user_vector if batch.user_vector is not None else np.zeros(d, np.float32)
+        folded = w1[d : 2 * d] + u[:, None] * w1[2 * d : 3 * d]
+        h = batch.item_vectors @ folded + self.dense(batch) @ w1[3 * d :] + (u @ w1[:d] + b1)
+        for w, b in layers[1:]:
+            np.maximum(h, 0.0, out=h)
+            h = h @ w + b
+        return h.ravel()  # type: ignore[no-any-return]
 
 
 def prerank(merged: Merged, user: UserView, item_vectors: np.ndarray, has_vector: np.ndarray, n: int) -> np.ndarray:

@@ -197,12 +197,7 @@ class KeywordChannel:
         if user.query:
             words = tokens(user.query)
         else:
-            words = []
-            for row in cat.rows_of(user.seeds[:5]):
-                if row >= 0:
-                    words += tokens(cat.titles[row])
-                    words += [w for t in cat.tag_idx[cat.tag_indptr[row] : cat.tag_indptr[row + 1]]
-                              for w in tokens(cat.tag_names[t])]  # fmt: skip
+            words = [w for row in cat.rows_of(user.seeds[:5]) if row >= 0 for w in cat.row_tokens(int(row))]
         counts = Counter(words)
         scored = sorted(counts, key=lambda w: -counts[w] * cat.keyword_idf(w))
         return [w for w in scored if cat.keyword_idf(w) > 0][: self.max_tokens]

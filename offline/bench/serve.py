@@ -205,6 +205,20 @@ def compute_floor(settings: Settings, redis_url: str, paths: list[str], n: int) 
             "floor_stage_p50_ms": {s: round(float(np.percentile(v, 50)), 3) for s, v in stages.items()}}  # fmt: skip
 
 
+def _floor_in_subprocess(home: Path, redis_url: str, paths: list[str], n: int) -> dict[str, Any]:
+    """``compute_floor`` in a fresh process with the service workers' thread settings (one BLAS thread)."""
+    paths_file = home / "floor-paths.txt"
+    paths_file.write_text("\n".join(paths[: n + 200]) + "\n")
+    env = {**os.environ, "RECSTACK_HOME": str(home), "RECSTACK_REDIS__URL": redis_url,
+           "RECSTACK_SERVING__RANKER": "mlp", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "recstack.offline.bench.serve", "floor", str(paths_file), str(n)],
+                         env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"compute floor failed: {out.stderr.strip()[-1000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     ok = 0
@@ -241,7 +255,7 @@ def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: 
             seeded = seed_realtime(redis_url, settings.redis.key_prefix, art, min(20 * n_users, 500_000), seed)
             progress(f"real-time store: {seeded:,} events applied")
             paths = request_paths(art.user_ids, 20_000, k, seed)
-            floor = compute_floor(settings, redis_url, paths, 2000)
+            floor = _floor_in_subprocess(home, redis_url, paths, 2000)
             progress(f"compute floor p50 {floor['floor_p50_ms']} ms, p99 {floor['floor_p99_ms']} ms, "
                      f"{floor['candidates_ranked_mean']} candidates ranked")  # fmt: skip
             paths_file = home / "paths.txt"
@@ -276,3 +290,13 @@ def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: 
         "requests": summary["requests"], **floor, "ranker": "mlp (256-128, untrained weights: cost only)",
         "index": index_kind, "release_build_s": round(build_s, 1), "loadgen_cpu_s": summary.get("client_cpu_s"),
     }  # fmt: skip
+
+
+if __name__ == "__main__":  # the floor, run by ``_floor_in_subprocess``
+    from recstack.features.settings import load_settings
+
+    if len(sys.argv) != 4 or sys.argv[1] != "floor":
+        sys.exit("usage: python -m recstack.offline.bench.serve floor PATHS_FILE N")
+    _settings = load_settings()
+    _paths = Path(sys.argv[2]).read_text().split()
+    print(json.dumps(compute_floor(_settings, _settings.redis.url or "", _paths, int(sys.argv[3]))))

@@ -214,3 +214,21 @@ def test_catalog_round_trip_and_corruption(world: SmallWorld, tmp_path) -> None:
         f.write(b"xx")
     with pytest.raises(ArtifactError, match="checksum"):
         ServingRelease.load(world.release_dir)
+
+
+def test_mlp_ranker_fast_path_equals_the_module_forward(world: SmallWorld) -> None:
+    from recstack.online.ranking import MLPRanker, RankBatch
+
+    rng = np.random.default_rng(0)
+    n, d = 50, world.artifact.dim
+    batch = RankBatch(
+        user_vector=rng.standard_normal(d).astype(np.float32), item_vectors=rng.standard_normal((n, d)).astype(np.float32),
+        has_vector=np.ones(n, bool), recall_prior=rng.random(n).astype(np.float32), channel=np.zeros(n, np.int16),
+        trending=rng.random(n).astype(np.float32), genre_match=rng.random(n).astype(np.float32),
+        user_realtime=rng.random(3).astype(np.float32), item_realtime=rng.random((n, 4)).astype(np.float32),
+        hour=13, weekday=2,
+    )  # fmt: skip
+    ranker = MLPRanker(d, seed=3)
+    assert np.allclose(ranker.score(batch), ranker.score_module(batch), atol=1e-4)
+    cold = RankBatch(**{**batch.__dict__, "user_vector": None})
+    assert np.allclose(ranker.score(cold), ranker.score_module(cold), atol=1e-4)

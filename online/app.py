@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import time as _time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -195,7 +196,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         manager.stop()
         worker.join(timeout=5)
         pool.shutdown(wait=False, cancel_futures=True)
-        realtime.close()
+        await realtime.aclose()
         if bus is None and event_bus is not None:
             event_bus.close()
 
@@ -237,13 +238,20 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         q: Annotated[str | None, Query(max_length=200, description="optional keywords for the keyword channel")] = None,
     ) -> Response:
         k = _checked_k(state, k)
-        if time is not None and time.tzinfo is None:
+        if time is None:
+            time = dt.datetime.now(dt.UTC)
+        elif time.tzinfo is None:
             time = time.replace(tzinfo=dt.UTC)
         recommender = state.recommender
         context = RequestContext(page=page, device=device, city=city, time=time)
         m = state.metrics
+        rt = state.realtime
+        started = _time.perf_counter()
+        user_rt = await rt.read_user_async(user_id, int(time.timestamp() * 1000)) if rt is not None else None
+        redis_s = _time.perf_counter() - started
         try:
-            rec = recommender.recommend(user_id, k, context, query=q)
+            rec = recommender.recommend(user_id, k, context, query=q, realtime=user_rt)
+            rec.stages["features"] += redis_s
         except Exception:  # last resort: a valid request never gets a 5xx
             log.exception("recommend failed for user %s; serving the popularity fallback", user_id)
             m.errors.labels("recommend").inc()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from recstack.features.definitions import hour_of_day, weekday
+from recstack.features.realtime import UserRealtime
 from recstack.features.settings import ChannelSettings, ServingSettings
 from recstack.models.artifact import NEIGHBORS_FILE, ArtifactError, EmbeddingArtifact, ItemNeighbors
 from recstack.models.catalog import CATALOG_DIR, Catalog
@@ -56,6 +57,8 @@ from recstack.online.recall import (
 )
 
 log = logging.getLogger(__name__)
+NOT_READ = object()
+"""``Recommender.recommend(realtime=...)`` default: read the real-time features in the call."""
 
 
 class ServingRelease:
@@ -209,13 +212,14 @@ class Recommender:
         self.pool = pool or cf.ThreadPoolExecutor(max_workers=4 * max(len(self.channels), 1),
                                                   thread_name_prefix="recall")  # fmt: skip
 
-    def user_view(self, user_id: int, now_s: int, query: str | None, degraded: list[str]) -> UserView:
+    def user_view(self, user_id: int, now_s: int, query: str | None, degraded: list[str],
+                  prefetched: UserRealtime | None | object = NOT_READ) -> UserView:  # fmt: skip
         vector, seen = self.release.user_history(user_id)
         recent = np.empty(0, np.int64)
         realtime: dict[str, float] = {}
         if self.realtime is not None:
-            rt = self.realtime.read_user(user_id, now_s * 1000)
-            if rt is None:
+            rt = self.realtime.read_user(user_id, now_s * 1000) if prefetched is NOT_READ else prefetched
+            if not isinstance(rt, UserRealtime):
                 degraded.append("redis")
             else:
                 recent = rt.recent_items
@@ -225,14 +229,16 @@ class Recommender:
         return UserView(user_id, vector, seen, recent, self.release.catalog.segment_of_user(user_id), now_s,
                         query, realtime)  # fmt: skip
 
-    def recommend(self, user_id: int, k: int, context: RequestContext | None = None,
-                  query: str | None = None) -> Recommendation:  # fmt: skip
+    def recommend(self, user_id: int, k: int, context: RequestContext | None = None, query: str | None = None,
+                  realtime: UserRealtime | None | object = NOT_READ) -> Recommendation:  # fmt: skip
+        """Top ``k`` for a user. ``realtime``: the user's real-time features when the caller already read them
+        (the API reads them asynchronously; ``None`` = the read failed), else they are read here."""
         context = context or RequestContext()
         t0 = time.perf_counter()
         now = context.time.timestamp() if context.time is not None else time.time()
         degraded: list[str] = []
         stages: dict[str, float] = {}
-        user = self.user_view(user_id, int(now), query, degraded)
+        user = self.user_view(user_id, int(now), query, degraded, realtime)
         t1 = time.perf_counter()
         stages["features"] = t1 - t0
 

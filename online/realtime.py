@@ -11,11 +11,13 @@ skipped for ``serving.redis_retry_s`` so a dead server does not add its timeout 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import numpy as np
 import redis
+import redis.asyncio as aioredis
 from recstack.features.keys import RedisKey
 from recstack.features.realtime import ItemSnapshotCache, RealtimeStore, UserRealtime, parse_user_reads
 from recstack.online.ranking import RT_ITEM
@@ -25,8 +27,12 @@ log = logging.getLogger(__name__)
 
 class RealtimeReader:
     def __init__(self, client: redis.Redis, keys: RedisKey, retry_s: float = 2.0,
-                 snapshot_client: redis.Redis | None = None) -> None:  # fmt: skip
+                 snapshot_client: redis.Redis | None = None, url: str | None = None,
+                 timeout_s: float = 0.025) -> None:  # fmt: skip
         self.client = client
+        self.url = url
+        self.timeout_s = timeout_s
+        self._aclient: aioredis.Redis | None = None
         self.store = RealtimeStore(client, keys)
         self.snapshot_client = snapshot_client or client
         self.items = ItemSnapshotCache(self.snapshot_client, keys)
@@ -40,7 +46,7 @@ class RealtimeReader:
                                       socket_connect_timeout=timeout_ms / 1000.0)  # fmt: skip
         # the background snapshot fetch moves megabytes: its own connection, without the per-request deadline
         snapshot_client = redis.Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=1.0)
-        return cls(client, RedisKey(key_prefix), retry_s, snapshot_client)
+        return cls(client, RedisKey(key_prefix), retry_s, snapshot_client, url, timeout_ms / 1000.0)
 
     @property
     def healthy(self) -> bool:
@@ -63,6 +69,24 @@ class RealtimeReader:
             self._failed(exc)
             return None
 
+    async def read_user_async(self, user_id: int, at_ms: int) -> UserRealtime | None:
+        """``read_user`` on the event loop's own connection: the worker serves other requests while it waits."""
+        if not self.healthy:
+            return None
+        try:
+            if self._aclient is None:
+                if self.url is None:
+                    return self.read_user(user_id, at_ms)
+                self._aclient = aioredis.Redis.from_url(self.url, socket_timeout=self.timeout_s,
+                                                        socket_connect_timeout=self.timeout_s)  # fmt: skip
+            pipe = self._aclient.pipeline(transaction=False)
+            reads = self.store.queue_user_reads(pipe, user_id, at_ms)  # type: ignore[arg-type]
+            results = await asyncio.wait_for(pipe.execute(), timeout=4 * self.timeout_s)
+            return parse_user_reads(results[reads])
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return None
+
     def item_counts(self, item_ids: np.ndarray) -> np.ndarray:
         """(n, len(RT_ITEM)) item window counts from the snapshot cache (zeros before the first snapshot)."""
         counts = self.items.lookup(item_ids)
@@ -80,3 +104,8 @@ class RealtimeReader:
     def close(self) -> None:
         self.client.close()
         self.snapshot_client.close()
+
+    async def aclose(self) -> None:
+        if self._aclient is not None:
+            await self._aclient.aclose()
+        self.close()

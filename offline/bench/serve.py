@@ -287,7 +287,7 @@ def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: 
         "items": n_items, "users": n_users, "workers": workers, "concurrency": concurrency, "k": k,
         "duration_s": duration_s, "rps": round(summary["rps"], 1), "p50_ms": summary["p50_ms"],
         "p95_ms": summary["p95_ms"], "p99_ms": summary["p99_ms"], "errors": summary["errors"],
-        "requests": summary["requests"], **floor, "ranker": "mlp (256-128, untrained weights: cost only)",
+        "requests": summary["requests"], **floor, "ranker": "mlp (128-64, untrained weights: cost only)",
         "index": index_kind, "release_build_s": round(build_s, 1), "loadgen_cpu_s": summary.get("client_cpu_s"),
     }  # fmt: skip
 

@@ -473,6 +473,10 @@ class RealtimeConsumer:
             "lag_ms": self.lag_ms,
         }  # fmt: skip
 
+    def close(self) -> None:
+        """Leave the group (uncommitted messages go to another member)."""
+        self._consumer.close()
+
     def run_once(self) -> int:
         """Poll one batch (or retry the failed one), apply it and commit; returns the messages handled."""
         messages = self._retry or self._consumer.poll(self.batch_size, self.poll_timeout_s)

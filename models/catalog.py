@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,51 +152,68 @@ class Catalog:
         """Catalog rows of the approved items of ``genre``, most trending first (inverted index)."""
         return self._inverted("genre", self.genre_indptr, self.genre_idx, len(self.genre_names))[genre]
 
-    def by_keyword(self, token: str) -> np.ndarray:
-        """Catalog rows of the approved items whose title or tags hold ``token``, most trending first."""
-        index = self._derived.get("keyword")
-        if index is None:
-            lists: dict[str, list[int]] = defaultdict(list)
+    def _keywords(self) -> dict[str, Any]:
+        """The keyword index, built once: token vocabulary, token → rows (most trending first), each row's
+        token ids (CSR) and each token's IDF, as arrays (no per-row Python objects stay alive)."""
+        kw = self._derived.get("keyword")
+        if kw is None:
+            vocab: dict[str, int] = {}
+            row_ids: list[list[int]] = []
             tag_names = self.tag_names
             for row in range(self.num_items):
                 words = set(tokens(self.titles[row]))
                 for t in self.tag_idx[self.tag_indptr[row] : self.tag_indptr[row + 1]]:
                     words.update(tokens(tag_names[t]))
-                for w in words:
-                    lists[w].append(row)
-            index = {w: self._by_trend(np.asarray(rows, np.int64)) for w, rows in lists.items()}
-            self._derived["keyword"] = index
-        return index.get(token, np.empty(0, np.int64))  # type: ignore[no-any-return]
+                row_ids.append([vocab.setdefault(w, len(vocab)) for w in sorted(words)])
+            indptr, flat = _csr(row_ids)
+            del row_ids
+            rows = np.repeat(np.arange(self.num_items), np.diff(indptr))
+            order = np.argsort(flat, kind="stable")
+            bounds = np.searchsorted(flat[order], np.arange(len(vocab) + 1))
+            lists = [self._by_trend(rows[order[bounds[t] : bounds[t + 1]]]) for t in range(len(vocab))]
+            df = np.diff(bounds)
+            idf = np.where(df > 0, np.log((1 + self.num_items) / (1 + df)), 0.0)
+            kw = {"vocab": vocab, "indptr": indptr, "ids": flat, "lists": lists, "idf": idf}
+            self._derived["keyword"] = kw
+        return kw  # type: ignore[no-any-return]
+
+    def by_keyword(self, token: str) -> np.ndarray:
+        """Catalog rows of the approved items whose title or tags hold ``token``, most trending first."""
+        kw = self._keywords()
+        t = kw["vocab"].get(token)
+        return kw["lists"][t] if t is not None else np.empty(0, np.int64)  # type: ignore[no-any-return]
+
+    def keyword_ids(self, words: list[str]) -> np.ndarray:
+        vocab = self._keywords()["vocab"]
+        return np.array([vocab[w] for w in words if w in vocab], np.int64)
+
+    def row_keyword_ids(self, rows: np.ndarray) -> np.ndarray:
+        """Token ids of the titles and tags of ``rows`` (concatenated)."""
+        kw = self._keywords()
+        rows = rows[rows >= 0]
+        if len(rows) == 0:
+            return np.empty(0, np.int64)
+        return np.concatenate([kw["ids"][kw["indptr"][r] : kw["indptr"][r + 1]] for r in rows])
+
+    def keyword_rows(self, token_id: int) -> np.ndarray:
+        return self._keywords()["lists"][token_id]  # type: ignore[no-any-return]
+
+    def keyword_idf_of(self, token_ids: np.ndarray) -> np.ndarray:
+        return self._keywords()["idf"][token_ids]  # type: ignore[no-any-return]
 
     def warm(self) -> None:
         """Build every derived structure now (at release load) instead of on the first requests."""
         _ = self.genre_matrix, self.primary_genre
         if self.genre_names:
             self.by_genre(0)
-        self.by_keyword("")
+        self._keywords()
         self.trending_rows()
         self.rows_of(self.item_ids[:1])
         self.segment_of_user(0)
 
     def keyword_idf(self, token: str) -> float:
-        cache = self._derived.setdefault("idf", {})
-        idf = cache.get(token)
-        if idf is None:
-            n = len(self.by_keyword(token))
-            idf = cache[token] = float(np.log((1 + self.num_items) / (1 + n))) if n else 0.0
-        return idf  # type: ignore[no-any-return]
-
-    def row_tokens(self, row: int) -> list[str]:
-        """Title and tag tokens of one catalog row (cached)."""
-        cache = self._derived.setdefault("row_tokens", {})
-        words = cache.get(row)
-        if words is None:
-            words = tokens(self.titles[row])
-            words += [w for t in self.tag_idx[self.tag_indptr[row] : self.tag_indptr[row + 1]]
-                      for w in tokens(self.tag_names[t])]  # fmt: skip
-            if len(cache) < 1_000_000:
-                cache[row] = words
-        return words  # type: ignore[no-any-return]
+        ids = self.keyword_ids([token])
+        return float(self.keyword_idf_of(ids)[0]) if len(ids) else 0.0
 
     def _by_trend(self, rows: np.ndarray) -> np.ndarray:
         rows = rows[self.state[rows] == APPROVED]

@@ -73,7 +73,7 @@ def run_demo(settings: Settings, data: Path | None, events: int, serve: bool, po
         progress=progress.line,
     )
     release = ServingRelease.load(release_dir)
-    recommender = Recommender(release, settings.serving.recall_size)
+    recommender = Recommender(release, settings.serving)
 
     progress.next("publish a click to the event bus")
     user = int(release.artifact.user_ids[0])
@@ -94,7 +94,7 @@ def run_demo(settings: Settings, data: Path | None, events: int, serve: bool, po
         progress.next("recommendations (in process, same pipeline as the API)")
         for uid in [*users, unknown]:
             rec = recommender.recommend(uid, 5)
-            label = "cold-start (unknown)" if rec.fallback else "known"
+            label = "cold-start (unknown)" if uid == unknown else "known"
             _print_recs(label, uid, [(i.item_id, i.score, i.channel) for i in rec.items], titles)
         print(f"\n{report.summary()}\nrelease {release.version} in {release_dir}")
         return 0

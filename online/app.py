@@ -88,7 +88,7 @@ class ServiceState:
         return rec
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:  # async: FastAPI would run a sync one on a thread
     state = getattr(request.app.state, "service", None)
     if state is None:
         raise NotReadyError("service is starting: no model loaded yet")

@@ -17,6 +17,7 @@ not retried until the source names another one; the old release keeps serving.
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import threading
@@ -162,6 +163,10 @@ class ReleaseManager:
         recommender = self.build(release)
         self.recommender = recommender  # one reference assignment: in-flight requests keep the old one
         self.ident = ident
+        # the release's millions of long-lived objects leave the collector's scans (they are never garbage
+        # while serving); the previous release's are released by reference counting
+        gc.collect()
+        gc.freeze()
 
     def start(self) -> None:
         def loop() -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -192,26 +191,32 @@ class KeywordChannel:
     def __init__(self, name: str, release: ServingRelease) -> None:
         self.name, self.catalog = name, release.catalog
 
-    def query_tokens(self, user: UserView) -> list[str]:
+    def query_tokens(self, user: UserView) -> np.ndarray:
+        """Token ids to look up: the query's, else the seeds' titles and tags, by count x IDF, best first."""
         cat = self.catalog
         if user.query:
-            words = tokens(user.query)
+            ids = cat.keyword_ids(tokens(user.query))
         else:
-            words = [w for row in cat.rows_of(user.seeds[:5]) if row >= 0 for w in cat.row_tokens(int(row))]
-        counts = Counter(words)
-        scored = sorted(counts, key=lambda w: -counts[w] * cat.keyword_idf(w))
-        return [w for w in scored if cat.keyword_idf(w) > 0][: self.max_tokens]
+            ids = cat.row_keyword_ids(cat.rows_of(user.seeds[:5]))
+        if len(ids) == 0:
+            return ids
+        uniq, counts = np.unique(ids, return_counts=True)
+        weight = counts * cat.keyword_idf_of(uniq)
+        order = np.argsort(-weight, kind="stable")
+        return uniq[order][weight[order] > 0][: self.max_tokens]  # type: ignore[no-any-return]
 
     def recall(self, user: UserView, context: RequestContext, n: int) -> Candidates:
         cat = self.catalog
-        items, scores = [], []
-        for w in self.query_tokens(user):
-            rows = cat.by_keyword(w)[: n + min(len(user.seen), n)]
-            items.append(cat.item_ids[rows])
-            scores.append(cat.keyword_idf(w) / (1.0 + np.arange(len(rows))))
-        if not items:
+        token_ids = self.query_tokens(user)
+        if len(token_ids) == 0:
             return Candidates.empty()
-        return _top(np.concatenate(items), np.concatenate(scores), n + min(len(user.seen), n))
+        take = n + min(len(user.seen), n)
+        items, scores = [], []
+        for t, idf in zip(token_ids, cat.keyword_idf_of(token_ids), strict=True):
+            rows = cat.keyword_rows(int(t))[:take]
+            items.append(cat.item_ids[rows])
+            scores.append(idf / (1.0 + np.arange(len(rows))))
+        return _top(np.concatenate(items), np.concatenate(scores), take)
 
 
 class TrendingChannel:
@@ -228,8 +233,9 @@ class FreshChannel:
         self.name, self.catalog, self.fresh_days = name, release.catalog, fresh_days
 
     def recall(self, user: UserView, context: RequestContext, n: int) -> Candidates:
-        rows = self.catalog.fresh_rows(user.now_s, self.fresh_days)
-        return _ranked(self.catalog.item_ids[rows], n + min(len(user.seen), n))
+        take = n + min(len(user.seen), n)
+        rows = self.catalog.fresh_rows(user.now_s, self.fresh_days)[:take]
+        return _ranked(self.catalog.item_ids[rows], take)
 
 
 class PopularChannel:

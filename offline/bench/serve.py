@@ -13,7 +13,7 @@
    load-generator process (``offline/bench/loadgen.py``) at fixed concurrency with Zipf-distributed user ids
    (a few percent unknown users).
 
-The ranker is the MLP ranker (``serving.ranker = mlp``, hidden 256-128 over user, item, cross and dense
+The ranker is the MLP ranker (``serving.ranker = mlp``, hidden 128-64 over user, item, cross and dense
 features) with seeded, untrained weights: the benchmark measures its cost, not its quality.
 """
 

@@ -370,3 +370,28 @@ def test_run_realtime_consumer_from_settings(
     stop.set()
     thread.join(10)
     assert result["processed"] == 1 and result["malformed"] == 1
+
+
+def test_consumer_on_kafka(store: RealtimeStore, kafka_url: str) -> None:
+    """The same consumer on the Kafka backend (a real Kafka-protocol broker): events keyed by user, consumed
+    by a group, applied, committed; a second member of the group sees nothing left."""
+    topic = f"rt-{uuid.uuid4().hex[:8]}"
+    kbus = open_bus(kafka_url, BusSettings())
+    try:
+        kbus.ensure_topic(topic)
+        events = [event(f"k{i}", "click", 7, 100 + i, T - (i + 1) * MIN) for i in range(5)]
+        kbus.publish(topic, [e.to_json_bytes() for e in events] + [b"{bad"], [b"7"] * 6)
+        consumer = RealtimeConsumer(kbus, store, topic, "rt-kafka", "k1", poll_timeout_s=0.5,
+                                    snapshot_interval_s=0, now_ms=lambda: T)  # fmt: skip
+        _until(lambda: consumer.processed + consumer.malformed >= 6, consumer.run_once, timeout_s=60)
+        assert (consumer.processed, consumer.malformed) == (5, 1)
+        user = store.user_features(7, T)
+        assert user.counts["user_clicks_30m"] == 5 and user.recent_items.tolist() == [100, 101, 102, 103, 104]
+        consumer.close()
+        again = RealtimeConsumer(kbus, store, topic, "rt-kafka", "k2", poll_timeout_s=0.5, now_ms=lambda: T)
+        again.run_once()
+        again.run_once()
+        assert again.processed == 0  # committed: not redelivered to the group
+        again.close()
+    finally:
+        kbus.close()

@@ -26,6 +26,22 @@ def test_sample_file_and_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.spark.master == "spark://head:7077"  # env beats the file
     assert s.bus.url == "kafka://b1:9092,b2:9092"
     assert s.serving.recall_size == 300  # from the file
+    from recstack.features.settings import default_channels
+
+    assert s.serving.channels == default_channels()  # the sample lists the defaults
+
+
+def test_channel_list_is_checked() -> None:
+    from recstack.features.settings import Settings
+
+    ok = Settings(serving={"channels": [{"name": "a", "kind": "trending", "quota": 5}]})
+    assert ok.serving.channels[0].timeout_ms == 30.0 and not ok.serving.channels[0].runs_in_pool
+    with pytest.raises(ValidationError, match="duplicate channel names"):
+        Settings(serving={"channels": [{"name": "a", "kind": "trending", "quota": 5}] * 2})
+    with pytest.raises(ValidationError, match="kind"):
+        Settings(serving={"channels": [{"name": "a", "kind": "telepathy", "quota": 5}]})
+    with pytest.raises(ValidationError, match="quota"):
+        Settings(serving={"channels": [{"name": "a", "kind": "genre", "quota": 0}]})
 
 
 def test_wrong_config_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -140,5 +140,5 @@ def test_demo_no_serve_end_to_end(tmp_path: Path, redis_url: str) -> None:
     for step in range(1, 7):
         assert f"[{step}/6]" in out
     assert "via faiss/user-embedding" in out
-    assert "cold-start (unknown) user" in out and "via popular/decayed" in out
+    assert "cold-start (unknown) user" in out and ("via trending/decayed" in out or "via fresh/cold-start" in out)
     assert (tmp_path / "demo" / "serving" / "current" / "model" / "manifest.json").exists()

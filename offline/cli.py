@@ -136,7 +136,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
         )
         result = run_serve_bench(args.items, args.users, args.duration, concurrency=args.concurrency,
-                                 workers=args.workers, k=args.k, seed=args.seed, progress=progress)  # fmt: skip
+                                 workers=args.workers, k=args.k, seed=args.seed, progress=progress,
+                                 connections=args.connections)  # fmt: skip
     else:
         from recstack.offline.bench.embeddings import bench_embeddings
 
@@ -207,7 +208,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ.setdefault(var, "1")
     uvicorn.run(
         "recstack.online.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level="warning", loop="uvloop", http="httptools",
+        log_level="warning", access_log=False, loop="uvloop", http="httptools",
     )  # fmt: skip
     return 0
 
@@ -347,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--duration", type=_positive, default=30, help="seconds of measured load")
     q.add_argument("--concurrency", type=_positive, default=8, help="requests in flight")
     q.add_argument("--workers", type=_positive, default=2, help="uvicorn worker processes")
+    q.add_argument("--connections", type=_positive,
+                   help="keep-alive connections of the load generator (default 4 x concurrency, each request sent "
+                   "on a lightly loaded one, as an L7 load balancer does; = concurrency pins one per worker)")  # fmt: skip
     q.add_argument("--k", type=_positive, default=10, help="items per request")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument(

@@ -256,11 +256,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
             log.exception("recommend failed for user %s; serving the popularity fallback", user_id)
             m.errors.labels("recommend").inc()
             rec = recommender.fallback_only(user_id, k, context)
-        for stage, seconds in rec.stages.items():
-            m.stage_latency.labels(stage).observe(seconds)
-        for r in rec.channels:
-            m.channel_status.labels(r.name, r.status).inc()
-            m.candidates.labels(r.name).inc(len(r.candidates))
+        m.observe_recommendation(rec.stages, [(r.name, r.status, len(r.candidates)) for r in rec.channels])
         if rec.fallback:
             m.fallbacks.labels("cold_start").inc()
         for reason in rec.degraded:

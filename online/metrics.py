@@ -13,6 +13,7 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
         self.requests = Counter(
             "recstack_http_requests_total", "HTTP requests by route and status", ["route", "status"],
             registry=self.registry,
@@ -59,3 +60,21 @@ class ServiceMetrics:
             self._request_children[key] = children
         children[0].observe(seconds)
         children[1].inc()
+
+    def observe_recommendation(self, stages: dict[str, float], channels: list[tuple[str, str, int]]) -> None:
+        """Stage latencies and (channel, status, candidates) of one request, with cached label children."""
+        cache = self._children
+        for stage, seconds in stages.items():
+            child = cache.get(("stage", stage))
+            if child is None:
+                child = cache[("stage", stage)] = self.stage_latency.labels(stage)
+            child.observe(seconds)
+        for name, status, n in channels:
+            child = cache.get(("status", name, status))
+            if child is None:
+                child = cache[("status", name, status)] = self.channel_status.labels(name, status)
+            child.inc()
+            child = cache.get(("cands", name))
+            if child is None:
+                child = cache[("cands", name)] = self.candidates.labels(name)
+            child.inc(n)

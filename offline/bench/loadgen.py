@@ -33,6 +33,7 @@ import asyncio
 import itertools
 import json
 import math
+import random
 import sys
 import time
 from collections import Counter
@@ -284,10 +285,38 @@ def _error_kind(error: Exception) -> str:
     return next(kind for t, kind in _REQUEST_ERRORS if isinstance(error, t))
 
 
+class _BalancedPool:
+    """Connections shared by the workers, picked per request like an L7 load balancer does: power of two
+    choices among the idle connections, by the EWMA of each one's latency. Server processes sharing one
+    listening socket get keep-alive connections in whatever split the kernel's accepts made; a per-request
+    pick by latency sends work to the less loaded process instead of staying pinned to that split."""
+
+    def __init__(self, conns: list[_HttpConnection], seed: int = 0) -> None:
+        self.idle = list(conns)
+        self.ewma = {id(c): 0.0 for c in conns}
+        self.rng = random.Random(seed)
+
+    def acquire(self) -> _HttpConnection:
+        idle = self.idle
+        if len(idle) == 1:
+            return idle.pop()
+        i, j = self.rng.sample(range(len(idle)), 2)
+        pick = i if self.ewma[id(idle[i])] <= self.ewma[id(idle[j])] else j
+        idle[pick], idle[-1] = idle[-1], idle[pick]
+        return idle.pop()
+
+    def release(self, conn: _HttpConnection, latency_s: float) -> None:
+        key = id(conn)
+        self.ewma[key] = 0.7 * self.ewma[key] + 0.3 * latency_s
+        self.idle.append(conn)
+
+
 class _LoadRun:
     """State the workers share: the prepared requests, the ticket counter and what was recorded."""
 
-    def __init__(self, requests: list[bytes], timeout_s: float, rate: float | None) -> None:
+    def __init__(self, requests: list[bytes], timeout_s: float, rate: float | None,
+                 pool: _BalancedPool | None = None) -> None:  # fmt: skip
+        self.pool = pool
         self.requests = requests
         self.timeout_s = timeout_s
         self.rate = rate
@@ -314,12 +343,18 @@ class _LoadRun:
                 if conn.deadline < now and not conn.timed_out:
                     conn.abort()
 
-    async def worker(self, conn: _HttpConnection) -> None:
-        """Send requests on ``conn`` until cancelled; record those that finish while ``recording`` is set."""
+    async def worker(self, own: _HttpConnection | None) -> None:
+        """Send requests on ``own`` (or on a connection from the balanced pool per request) until cancelled;
+        record those that finish while ``recording`` is set."""
         requests, n, timeout_s, rate = self.requests, len(self.requests), self.timeout_s, self.rate
         perf = time.perf_counter
+        pool = self.pool
+        conn = own
         try:
             while not self.stopping:
+                if pool is not None:
+                    conn = pool.acquire()
+                assert conn is not None
                 ticket = next(self.tickets)
                 if rate is None:
                     t_start = perf()
@@ -338,6 +373,9 @@ class _LoadRun:
                     kind = "timeout" if conn.timed_out else _error_kind(e)
                     conn.close()  # the stream may be mid-response: start afresh
                 t_done = perf()
+                if pool is not None:
+                    pool.release(conn, t_done - t_start if kind is None else timeout_s)
+                    conn = None
                 if kind is None:
                     if self.recording:
                         self.latencies_s.append(t_done - t_start)
@@ -348,7 +386,16 @@ class _LoadRun:
                 if kind == "connect":
                     await asyncio.sleep(_CONNECT_BACKOFF_S)
         finally:
-            conn.close()
+            if own is not None:
+                own.close()
+
+
+async def _close_at_end(run: _LoadRun, conn: _HttpConnection) -> None:
+    try:
+        while not run.stopping:
+            await asyncio.sleep(0.5)
+    finally:
+        conn.close()
 
 
 def _prepare_requests(host: str, port: int, paths: Sequence[str]) -> list[bytes]:
@@ -388,6 +435,7 @@ async def run_load_async(
     warmup_s: float = 1.0,
     timeout_s: float = 5.0,
     rate: float | None = None,
+    connections: int | None = None,
 ) -> LoadResult:
     """:func:`run_load` inside an already running event loop."""
     if concurrency < 1:
@@ -398,13 +446,19 @@ async def run_load_async(
         )
     if rate is not None and not rate > 0:
         raise ValueError(f"rate must be positive requests/s, got {rate}")
+    if connections is not None and connections < concurrency:
+        raise ValueError(f"connections ({connections}) must be at least concurrency ({concurrency})")
     requests = _prepare_requests(host, port, paths)
-    conns = [_HttpConnection(host, port) for _ in range(concurrency)]
+    conns = [_HttpConnection(host, port) for _ in range(connections or concurrency)]
     await _open_all(conns, timeout_s)
 
     # warm-up, then the measured window; the workers record only while `recording` is set
-    run = _LoadRun(requests, timeout_s, rate)
-    tasks = [asyncio.create_task(run.worker(c)) for c in conns]
+    balanced = connections is not None and connections > concurrency
+    run = _LoadRun(requests, timeout_s, rate, _BalancedPool(conns) if balanced else None)
+    tasks = [asyncio.create_task(run.worker(None if balanced else c)) for c in conns[:concurrency]]
+    if balanced:
+        for c in conns:  # owned by the pool; closed here at the end
+            tasks.append(asyncio.create_task(_close_at_end(run, c)))
     tasks.append(asyncio.create_task(run.watchdog(conns)))
     try:
         await asyncio.sleep(warmup_s)
@@ -456,17 +510,19 @@ def run_load(
     warmup_s: float = 1.0,
     timeout_s: float = 5.0,
     rate: float | None = None,
+    connections: int | None = None,
 ) -> LoadResult:
     """Drive ``http://host:port`` with ``GET paths[i % len(paths)]`` from ``concurrency`` keep-alive connections.
 
     Runs ``warmup_s`` unrecorded, then records for ``duration_s`` (seconds). ``timeout_s`` bounds each request,
     reconnect included. ``rate`` (requests/s) switches from closed loop to open-loop pacing. Raises
     ``ValueError`` for bad arguments and ``ServerUnreachableError`` when a connection cannot be opened at the start.
+    ``connections`` > ``concurrency`` opens that many and balances requests over them (``_BalancedPool``).
     Starts its own event loop: call :func:`run_load_async` from inside one.
     """
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(
-            run_load_async(host, port, paths, concurrency, duration_s, warmup_s, timeout_s, rate)
+            run_load_async(host, port, paths, concurrency, duration_s, warmup_s, timeout_s, rate, connections)
         )
 
 
@@ -490,6 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first (default 1)")
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request timeout, seconds (default 5)")
     parser.add_argument("--rate", type=float, default=None, help="open loop at this many requests/s")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="keep-alive connections (default: one per worker); more than --concurrency balances "
+                        "each request by latency, as an L7 load balancer does")  # fmt: skip
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"--port must be in 1..65535, got {args.port}")
@@ -510,7 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = run_load(
-            args.host, args.port, paths, args.concurrency, args.duration, args.warmup, args.timeout, args.rate
+            args.host, args.port, paths, args.concurrency, args.duration, args.warmup, args.timeout, args.rate,
+            args.connections,
         )
     except (ValueError, ServerUnreachableError) as e:
         print(f"loadgen: {e}", file=sys.stderr)

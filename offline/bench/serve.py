@@ -237,7 +237,8 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> N
 
 
 def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: int = 8, workers: int = 2,
-                    k: int = 10, seed: int = 0, progress: Progress = print) -> dict[str, Any]:  # fmt: skip
+                    k: int = 10, seed: int = 0, progress: Progress = print,
+                    connections: int | None = None) -> dict[str, Any]:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="recstack-bench-serve-") as tmp:
         home = Path(tmp)
         port = free_port()
@@ -271,7 +272,7 @@ def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: 
             load = subprocess.run(
                 [sys.executable, "-m", "recstack.offline.bench.loadgen", "--host", "127.0.0.1", "--port", str(port),
                  "--paths-file", str(paths_file), "--concurrency", str(concurrency), "--duration", str(duration_s),
-                 "--warmup", "3"],
+                 "--warmup", "3", "--connections", str(connections or 4 * concurrency)],
                 capture_output=True, text=True, timeout=duration_s + 120,
             )  # fmt: skip
             if load.returncode != 0:
@@ -288,7 +289,7 @@ def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: 
         "duration_s": duration_s, "rps": round(summary["rps"], 1), "p50_ms": summary["p50_ms"],
         "p95_ms": summary["p95_ms"], "p99_ms": summary["p99_ms"], "errors": summary["errors"],
         "requests": summary["requests"], **floor, "ranker": "mlp (128-64, untrained weights: cost only)",
-        "index": index_kind, "release_build_s": round(build_s, 1), "loadgen_cpu_s": summary.get("client_cpu_s"),
+        "connections": connections or 4 * concurrency, "index": index_kind, "release_build_s": round(build_s, 1), "loadgen_cpu_s": summary.get("client_cpu_s"),
     }  # fmt: skip
 
 

@@ -246,3 +246,28 @@ def test_cli_exits_2_on_bad_input(tmp_path: Path) -> None:
     r = _cli("--host", "127.0.0.1", "--port", "8000", "--paths-file", str(paths_file), "--concurrency", "0",
              "--duration", "1")  # fmt: skip
     assert r.returncode == 2 and "--concurrency" in r.stderr
+
+
+def test_balanced_pool_prefers_the_faster_connections() -> None:
+    """Power of two choices by latency EWMA: connections that answered slowly are picked less often."""
+    from recstack.offline.bench.loadgen import _BalancedPool, _HttpConnection
+
+    conns = [_HttpConnection("127.0.0.1", 1) for _ in range(8)]
+    pool = _BalancedPool(conns, seed=1)
+    slow = {id(c) for c in conns[:4]}
+    picks = {True: 0, False: 0}
+    for _ in range(2000):
+        c = pool.acquire()
+        picks[id(c) in slow] += 1
+        pool.release(c, 0.050 if id(c) in slow else 0.005)
+    assert picks[False] > 3 * picks[True]
+    assert len(pool.idle) == 8
+
+
+def test_balanced_mode_end_to_end(app_port: int) -> None:
+    result = run_load("127.0.0.1", app_port, ["/ok", "/chunked"], concurrency=3, duration_s=1.0, warmup_s=0.2,
+                      connections=9)  # fmt: skip
+    _assert_consistent(result)
+    assert result.errors == 0 and result.requests > 10 and result.connections == 9
+    with pytest.raises(ValueError, match="connections"):
+        run_load("127.0.0.1", app_port, ["/ok"], concurrency=4, duration_s=0.5, connections=2)

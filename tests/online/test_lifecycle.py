@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 from recstack.features.bus import open_bus
 from recstack.features.redis_local import free_port, start_redis_server

@@ -129,6 +129,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         workdir = settings.home / "bench"
         workdir.mkdir(parents=True, exist_ok=True)
         result = bench_features(args.events, settings, seed=args.seed, workdir=workdir, progress=progress)
+    elif args.what == "ctr":
+        from recstack.offline.bench.ctr import bench_ctr
+
+        progress = (
+            StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+        )
+        result = bench_ctr(args.data, progress=progress)
     elif args.what == "serve":
         from recstack.offline.bench.serve import run_serve_bench
 
@@ -338,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.set_defaults(func=cmd_bench)
 
+    q = bsub.add_parser("ctr", parents=[common], help="Wide&Deep and the MoE ranker against DeepCTR-Torch peers",
+                        description="On MovieLens-100K (rating 3 dropped, rating >= 4 positive, random 80/10/10 "
+                        "split, seed 42): train Wide&Deep and the MoE ranker and, in the same run, DeepCTR-Torch's "
+                        "WDL and DeepFM (the `bench` extra), and print test AUC, log loss and training "
+                        "samples/s.")  # fmt: skip
+    q.add_argument("--data", type=Path, required=True, help="MovieLens-100K directory")
+    q.add_argument(
+        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
+    )
+    q.set_defaults(func=cmd_bench)
     q = bsub.add_parser("serve", parents=[common], help="the service under load next to its compute floor",
                         description="Build a synthetic release (N items, M users), start a real Redis and the "
                         "service with its workers, drive it from a separate load-generator process at fixed "

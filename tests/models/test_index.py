@@ -83,8 +83,8 @@ def test_index_build_command_rebuilds_a_release(tmp_path: Path) -> None:
     assert out["kind"] == "ivf" and out["params"]["nprobe"] == 12 and out["model_version"] == "v7"
     served = ServingRelease.load(release)
     assert served.index.kind == "ivf" and served.version == "v7"
-    user = served.user_state(int(art.user_ids[0]))
-    assert len(served.index.search(user.vector, 10)[0][0]) == 10
+    vector, _ = served.user_history(int(art.user_ids[0]))
+    assert vector is not None and len(served.index.search(vector, 10)[0][0]) == 10
     r = subprocess.run([sys.executable, "-m", "recstack.offline.cli", "index", "build", "--release",
                         str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "is not a release" in r.stderr

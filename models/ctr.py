@@ -1,0 +1,391 @@
+"""Ranking models: Wide&Deep CTR and a Mixture-of-Experts multi-task ranker, with their input encoding.
+
+Input (``CtrBatch``, tensors aligned on the batch axis):
+
+* ``sparse`` (B, F) int64: one id per categorical field, offset into one shared table (0 of each field =
+  unknown / out of vocabulary), e.g. user id, item id, gender, age bucket, occupation, zip prefix, release year;
+* ``multi`` (B, M) int64: a multi-valued field (genres), 0-padded, mean-pooled;
+* ``cross`` (B, C) int64: hashed crosses for the wide part, in ``[0, cross_buckets)``;
+* ``dense`` (B, D) float32: normalised dense features (may be D = 0).
+
+``CtrEncoder`` fits the vocabularies on training rows and turns a frame into these arrays; crosses are hashed
+from the encoded ids with a multiplicative hash, so they need no string work.
+
+**Wide&Deep**: logit = wide (a weight per sparse id, per genre and per cross bucket, summed) + deep (MLP over
+the concatenated field embeddings, the pooled genre embedding and the dense features).
+
+**MoE ranker** (MMoE / PLE style, with DeepSeek-V3's auxiliary-loss-free balancing): shared experts always
+on, routed experts chosen per task by a gate (softmax over all routed experts, or top-k). For top-k routing
+each expert has a bias added to its routing score for *selection only*; after each training step the bias of
+an over-used expert goes down and an under-used one up by ``bias_rate`` (sign of the load error), which
+balances the load without an auxiliary loss term. Each task has a tower; the click task also gets the wide
+part. Expert utilisation (share of routed weight per expert and task) is tracked for logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+CROSS_BUCKETS = 1 << 20
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass
+class CtrBatch:
+    sparse: torch.Tensor
+    multi: torch.Tensor
+    cross: torch.Tensor
+    dense: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.sparse.shape[0])
+
+    def take(self, idx: torch.Tensor) -> CtrBatch:
+        return CtrBatch(self.sparse[idx], self.multi[idx], self.cross[idx], self.dense[idx])
+
+    def to(self, device: torch.device | str) -> CtrBatch:
+        return CtrBatch(self.sparse.to(device), self.multi.to(device), self.cross.to(device), self.dense.to(device))
+
+
+def hash_cross(a: np.ndarray, b: np.ndarray, salt: int, buckets: int = CROSS_BUCKETS) -> np.ndarray:
+    """A bucket per (a, b) pair of encoded ids (multiplicative hashing, vectorised)."""
+    with np.errstate(over="ignore"):
+        x = (a.astype(np.uint64) * np.uint64(1_000_003) + b.astype(np.uint64) + np.uint64(salt) * _MIX) * _MIX
+        x ^= x >> np.uint64(29)
+    return (x % np.uint64(buckets)).astype(np.int64)
+
+
+@dataclass
+class CtrEncoder:
+    """Vocabularies of the categorical fields and the multi-valued field, fitted on training rows."""
+
+    fields: list[str]
+    multi_field: str | None = None
+    crosses: list[tuple[str, str]] = field(default_factory=list)
+    dense: list[str] = field(default_factory=list)
+    max_multi: int = 6
+    vocab: dict[str, dict[object, int]] = field(default_factory=dict)
+    multi_vocab: dict[object, int] = field(default_factory=dict)
+    dense_stats: dict[str, tuple[float, float]] = field(default_factory=dict)
+    min_count: int = 1
+
+    def fit(self, frame: pd.DataFrame) -> CtrEncoder:
+        for f in self.fields:
+            counts = frame[f].value_counts()
+            keep = counts[counts >= self.min_count].index
+            self.vocab[f] = {v: i + 1 for i, v in enumerate(sorted(keep.tolist(), key=str))}
+        if self.multi_field:
+            values = sorted({v for vs in frame[self.multi_field] for v in vs}, key=str)
+            self.multi_vocab = {v: i + 1 for i, v in enumerate(values)}
+        for d in self.dense:
+            col = frame[d].astype(float)
+            self.dense_stats[d] = (float(col.mean()), float(col.std() or 1.0))
+        return self
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [len(self.vocab[f]) + 1 for f in self.fields]
+
+    @property
+    def multi_cardinality(self) -> int:
+        return len(self.multi_vocab) + 1
+
+    def codes(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, F) per-field codes (0 = unknown), before table offsets."""
+        out = np.zeros((len(frame), len(self.fields)), dtype=np.int64)
+        for j, f in enumerate(self.fields):
+            out[:, j] = frame[f].map(self.vocab[f]).fillna(0).to_numpy(np.int64)
+        return out
+
+    def transform(self, frame: pd.DataFrame) -> CtrBatch:
+        codes = self.codes(frame)
+        offsets = np.concatenate([[0], np.cumsum(self.cardinalities)[:-1]])
+        sparse = codes + offsets
+        n = len(frame)
+        multi = np.zeros((n, self.max_multi), dtype=np.int64)
+        multi_lists: list[list[int]] = []
+        if self.multi_field:
+            for i, vs in enumerate(frame[self.multi_field]):
+                ids = [self.multi_vocab.get(v, 0) for v in vs][: self.max_multi]
+                multi[i, : len(ids)] = ids
+                multi_lists.append(ids)
+        pos = {f: j for j, f in enumerate(self.fields)}
+        crosses = []
+        for k, (left, right) in enumerate(self.crosses):
+            if right == self.multi_field:  # one cross per value of the multi-valued field (0-padded -> bucket 0)
+                h = hash_cross(np.repeat(codes[:, pos[left]][:, None], self.max_multi, 1), multi, k + 1)
+                crosses.append(np.where(multi > 0, h, 0))
+            else:
+                crosses.append(hash_cross(codes[:, pos[left]], codes[:, pos[right]], k + 1)[:, None])
+        cross = np.hstack(crosses) if crosses else np.zeros((n, 0), np.int64)
+        dense = np.zeros((n, len(self.dense)), dtype=np.float32)
+        for j, d in enumerate(self.dense):
+            mean, std = self.dense_stats[d]
+            dense[:, j] = (frame[d].astype(float).to_numpy() - mean) / std
+        return CtrBatch(torch.from_numpy(sparse), torch.from_numpy(multi), torch.from_numpy(cross),
+                        torch.from_numpy(dense))  # fmt: skip
+
+
+class _Inputs(nn.Module):
+    """Embeddings of the sparse fields and the pooled multi-valued field, concatenated with the dense ones."""
+
+    def __init__(self, cardinalities: Sequence[int], multi_cardinality: int, n_dense: int, dim: int) -> None:
+        super().__init__()
+        self.n_fields = len(cardinalities)
+        self.emb = nn.Embedding(int(sum(cardinalities)), dim)
+        self.multi = nn.Embedding(multi_cardinality, dim, padding_idx=0)
+        nn.init.normal_(self.emb.weight, std=0.01)
+        nn.init.normal_(self.multi.weight, std=0.01)
+        with torch.no_grad():
+            self.multi.weight[0].zero_()
+        self.out_dim = (self.n_fields + 1) * dim + n_dense
+
+    def forward(self, b: CtrBatch) -> torch.Tensor:
+        e = self.emb(b.sparse).flatten(1)
+        m = self.multi(b.multi)
+        count = (b.multi > 0).sum(1, keepdim=True).clamp(min=1)
+        pooled = m.sum(1) / count
+        return torch.cat([e, pooled, b.dense], dim=1)
+
+
+class _Wide(nn.Module):
+    def __init__(self, n_sparse: int, multi_cardinality: int, buckets: int) -> None:
+        super().__init__()
+        self.sparse = nn.Embedding(n_sparse, 1)
+        self.multi = nn.Embedding(multi_cardinality, 1, padding_idx=0)
+        self.cross = nn.Embedding(buckets, 1)
+        for e in (self.sparse, self.multi, self.cross):
+            nn.init.zeros_(e.weight)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, b: CtrBatch) -> torch.Tensor:
+        out = self.sparse(b.sparse).sum((1, 2)) + self.multi(b.multi).sum((1, 2)) + self.bias
+        if b.cross.shape[1]:
+            out = out + self.cross(b.cross).sum((1, 2))
+        return out
+
+
+def _mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class WideDeepConfig:
+    dim: int = 16
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.3
+    cross_buckets: int = CROSS_BUCKETS
+
+
+class WideDeep(nn.Module):
+    def __init__(self, enc: CtrEncoder, cfg: WideDeepConfig = WideDeepConfig()) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.inputs = _Inputs(enc.cardinalities, enc.multi_cardinality, len(enc.dense), cfg.dim)
+        self.wide = _Wide(int(sum(enc.cardinalities)), enc.multi_cardinality, cfg.cross_buckets)
+        self.deep = _mlp([self.inputs.out_dim, *cfg.hidden], cfg.dropout)
+        self.head = nn.Linear(cfg.hidden[-1], 1)
+
+    def forward(self, b: CtrBatch) -> dict[str, torch.Tensor]:
+        return {"click": self.wide(b) + self.head(self.deep(self.inputs(b))).squeeze(1)}
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    dim: int = 16
+    tasks: tuple[str, ...] = ("click", "like")
+    shared_experts: int = 1
+    routed_experts: int = 4
+    expert_hidden: tuple[int, ...] = (256, 128)
+    top_k: int | None = 2  # None: dense softmax gate over all routed experts (MMoE)
+    tower_hidden: int = 64
+    dropout: float = 0.3
+    bias_rate: float = 0.001  # auxiliary-loss-free balancing step (DeepSeek-V3's gamma)
+    wide_task: str | None = "click"
+    cross_buckets: int = CROSS_BUCKETS
+
+
+class MoERanker(nn.Module):
+    def __init__(self, enc: CtrEncoder, cfg: MoEConfig = MoEConfig()) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.inputs = _Inputs(enc.cardinalities, enc.multi_cardinality, len(enc.dense), cfg.dim)
+        d_in, d_out = self.inputs.out_dim, cfg.expert_hidden[-1]
+        self.shared = nn.ModuleList(_mlp([d_in, *cfg.expert_hidden], cfg.dropout) for _ in range(cfg.shared_experts))
+        self.routed = nn.ModuleList(_mlp([d_in, *cfg.expert_hidden], cfg.dropout) for _ in range(cfg.routed_experts))
+        self.gates = nn.ModuleDict({t: nn.Linear(d_in, cfg.routed_experts) for t in cfg.tasks})
+        self.towers = nn.ModuleDict({t: nn.Sequential(nn.Linear(d_out, cfg.tower_hidden), nn.ReLU(),
+                                                      nn.Linear(cfg.tower_hidden, 1)) for t in cfg.tasks})  # fmt: skip
+        self.wide = _Wide(int(sum(enc.cardinalities)), enc.multi_cardinality, cfg.cross_buckets) if cfg.wide_task else None
+        self.register_buffer("route_bias", torch.zeros(len(cfg.tasks), cfg.routed_experts))
+        self.register_buffer("load", torch.zeros(len(cfg.tasks), cfg.routed_experts))
+        self.register_buffer("weight_share", torch.zeros(len(cfg.tasks), cfg.routed_experts))
+
+    def _gate(self, j: int, task: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, E) routing weights and (B, E) 0/1 selection of task ``task``."""
+        scores = torch.softmax(self.gates[task](x), dim=1)
+        k = self.cfg.top_k
+        if k is None or k >= self.cfg.routed_experts:
+            return scores, torch.ones_like(scores)
+        chosen = torch.topk(scores + self.route_bias[j], k, dim=1).indices  # the bias steers selection only
+        mask = torch.zeros_like(scores).scatter_(1, chosen, 1.0)
+        weights = scores * mask
+        return weights / weights.sum(1, keepdim=True).clamp(min=1e-9), mask
+
+    def forward(self, b: CtrBatch) -> dict[str, torch.Tensor]:
+        x = self.inputs(b)
+        shared = sum(e(x) for e in self.shared) if len(self.shared) else 0.0
+        routed = torch.stack([e(x) for e in self.routed], dim=1)  # (B, E, d)
+        out: dict[str, torch.Tensor] = {}
+        for j, task in enumerate(self.cfg.tasks):
+            weights, mask = self._gate(j, task, x)
+            h = shared + (weights.unsqueeze(2) * routed).sum(1)
+            logit = self.towers[task](h).squeeze(1)
+            if self.wide is not None and task == self.cfg.wide_task:
+                logit = logit + self.wide(b)
+            out[task] = logit
+            if self.training:
+                with torch.no_grad():
+                    self.load[j] = mask.mean(0)
+                    self.weight_share[j] = weights.mean(0)
+        return out
+
+    @torch.no_grad()
+    def update_route_bias(self) -> None:
+        """After an optimiser step: push each over-loaded expert's bias down, each under-loaded one up."""
+        if self.cfg.top_k is None:
+            return
+        target = self.load.mean(1, keepdim=True)
+        self.route_bias += self.cfg.bias_rate * torch.sign(target - self.load)
+
+    def utilisation(self) -> dict[str, list[float]]:
+        """Share of routed weight per expert for each task (last training batch)."""
+        return {t: [round(float(v), 4) for v in self.weight_share[j]] for j, t in enumerate(self.cfg.tasks)}
+
+
+# -- training --------------------------------------------------------------------------------------------------
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum formula (ties share their average rank)."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels).astype(bool)
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def logloss(labels: np.ndarray, probs: np.ndarray) -> float:
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    embedding_l2: float = 1e-5  # on the embedding rows a batch looks up (as DeepCTR's l2_reg_embedding)
+    patience: int = 2  # epochs without a better validation AUC before stopping
+    task_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "like": 1.0})
+    seed: int = 42
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    history: list[dict[str, float]]
+    train_seconds: float
+    samples_seen: int
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: CtrBatch, batch_size: int = 8192) -> dict[str, np.ndarray]:
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {}
+    for lo in range(0, len(data), batch_size):
+        idx = torch.arange(lo, min(lo + batch_size, len(data)))
+        for task, logit in model(data.take(idx)).items():
+            outs.setdefault(task, []).append(torch.sigmoid(logit).numpy())
+    return {t: np.concatenate(v) for t, v in outs.items()}
+
+
+def _embedding_penalty(model: nn.Module, b: CtrBatch) -> torch.Tensor:
+    inputs = getattr(model, "inputs", None)
+    if inputs is None:
+        return torch.zeros(())
+    return inputs.emb(b.sparse).pow(2).sum() / len(b) + inputs.multi(b.multi).pow(2).sum() / len(b)
+
+
+def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], val: CtrBatch,
+              val_labels: dict[str, np.ndarray], cfg: TrainConfig = TrainConfig(),
+              progress: object = None) -> TrainResult:  # fmt: skip
+    """Mini-batch Adam on the tasks the model outputs (BCE with logits, weighted per task); early stopping on
+    the validation AUC of the first task; the best epoch's weights are restored."""
+    import copy
+    import time
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    y = {t: torch.from_numpy(np.asarray(v, np.float32)) for t, v in labels.items()}
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    history: list[dict[str, float]] = []
+    best, best_state, best_epoch, waited = -1.0, None, 0, 0
+    seconds, seen = 0.0, 0
+    n = len(train)
+    first_task = next(iter(labels))
+    for epoch in range(cfg.epochs):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for lo in range(0, n, cfg.batch_size):
+            idx = order[lo : lo + cfg.batch_size]
+            b = train.take(idx)
+            out = model(b)
+            loss = sum(cfg.task_weights.get(t, 1.0) * loss_fn(out[t], y[t][idx]) for t in y if t in out)
+            if cfg.embedding_l2:
+                loss = loss + cfg.embedding_l2 * _embedding_penalty(model, b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[union-attr]
+            opt.step()
+            if isinstance(model, MoERanker):
+                model.update_route_bias()
+            total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]
+        seconds += time.perf_counter() - start
+        seen += n
+        preds = predict(model, val)
+        row = {"epoch": float(epoch), "loss": total / n}
+        row.update({f"val_auc_{t}": auc(val_labels[t], preds[t]) for t in val_labels if t in preds})
+        history.append(row)
+        if callable(progress):
+            progress(f"epoch {epoch}: loss {row['loss']:.4f}, " + ", ".join(
+                f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_")))  # fmt: skip
+        score = row[f"val_auc_{first_task}"]
+        if score > best:
+            best, best_epoch, waited = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if waited >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainResult(best_epoch, history, seconds, seen)

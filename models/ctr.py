@@ -54,11 +54,12 @@ class CtrBatch:
 
 
 def hash_cross(a: np.ndarray, b: np.ndarray, salt: int, buckets: int = CROSS_BUCKETS) -> np.ndarray:
-    """A bucket per (a, b) pair of encoded ids (multiplicative hashing, vectorised)."""
+    """A bucket in ``[1, buckets)`` per (a, b) pair of encoded ids (multiplicative hashing, vectorised); 0 is
+    left for padding."""
     with np.errstate(over="ignore"):
         x = (a.astype(np.uint64) * np.uint64(1_000_003) + b.astype(np.uint64) + np.uint64(salt) * _MIX) * _MIX
         x ^= x >> np.uint64(29)
-    return (x % np.uint64(buckets)).astype(np.int64)
+    return (np.uint64(1) + x % np.uint64(buckets - 1)).astype(np.int64)
 
 
 @dataclass
@@ -133,48 +134,51 @@ class CtrEncoder:
 
 
 class _Inputs(nn.Module):
-    """Embeddings of the sparse fields and the pooled multi-valued field, concatenated with the dense ones."""
+    """Embeddings of the sparse fields and the pooled multi-valued field (one table, so one sparse update per
+    step), concatenated with the dense features."""
 
     def __init__(self, cardinalities: Sequence[int], multi_cardinality: int, n_dense: int, dim: int) -> None:
         super().__init__()
         self.n_fields = len(cardinalities)
-        self.emb = nn.Embedding(int(sum(cardinalities)), dim)
-        self.multi = nn.Embedding(multi_cardinality, dim, padding_idx=0)
+        self.multi_base = int(sum(cardinalities))
+        self.emb = nn.Embedding(self.multi_base + multi_cardinality, dim, sparse=True)
         nn.init.normal_(self.emb.weight, std=0.01)
-        nn.init.normal_(self.multi.weight, std=0.01)
-        with torch.no_grad():
-            self.multi.weight[0].zero_()
         self.out_dim = (self.n_fields + 1) * dim + n_dense
 
     def forward(self, b: CtrBatch) -> torch.Tensor:
-        e = self.emb(b.sparse).flatten(1)
-        m = self.multi(b.multi)
-        count = (b.multi > 0).sum(1, keepdim=True).clamp(min=1)
-        pooled = m.sum(1) / count
-        return torch.cat([e, pooled, b.dense], dim=1)
+        rows = self.emb(torch.cat([b.sparse, b.multi + self.multi_base], dim=1))
+        mask = (b.multi > 0).unsqueeze(2).to(rows.dtype)
+        e, m = rows[:, : self.n_fields], rows[:, self.n_fields :] * mask
+        if self.training:  # the rows this batch looked up, for the embedding L2 penalty (no second lookup)
+            self.looked_up = (e, m)
+        pooled = m.sum(1) / mask.sum(1).clamp(min=1.0)
+        return torch.cat([e.flatten(1), pooled, b.dense], dim=1)
 
 
 class _Wide(nn.Module):
+    """A weight per sparse id, per multi-valued id and per cross bucket (one table), summed, plus a bias."""
+
     def __init__(self, n_sparse: int, multi_cardinality: int, buckets: int) -> None:
         super().__init__()
-        self.sparse = nn.Embedding(n_sparse, 1)
-        self.multi = nn.Embedding(multi_cardinality, 1, padding_idx=0)
-        self.cross = nn.Embedding(buckets, 1)
-        for e in (self.sparse, self.multi, self.cross):
-            nn.init.zeros_(e.weight)
+        self.multi_base = n_sparse
+        self.cross_base = n_sparse + multi_cardinality
+        self.table = nn.Embedding(self.cross_base + buckets, 1, sparse=True)
+        nn.init.zeros_(self.table.weight)
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, b: CtrBatch) -> torch.Tensor:
-        out = self.sparse(b.sparse).sum((1, 2)) + self.multi(b.multi).sum((1, 2)) + self.bias
-        if b.cross.shape[1]:
-            out = out + self.cross(b.cross).sum((1, 2))
-        return out
+        idx = torch.cat([b.sparse, b.multi + self.multi_base, b.cross + self.cross_base], dim=1)
+        pad = torch.cat([torch.ones_like(b.sparse), b.multi > 0, b.cross > 0], dim=1)
+        return (self.table(idx).squeeze(2) * pad).sum(1) + self.bias
 
 
-def _mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
+def _mlp(sizes: Sequence[int], dropout: float, dropout_layers: int | None = None) -> nn.Sequential:
+    """Linear + ReLU layers; dropout after the first ``dropout_layers`` of them (all by default)."""
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+        if dropout > 0 and (dropout_layers is None or i < dropout_layers):
+            layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -182,7 +186,8 @@ def _mlp(sizes: Sequence[int], dropout: float) -> nn.Sequential:
 class WideDeepConfig:
     dim: int = 16
     hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.3
+    dropout: float = 0.0  # measured on ml-100k: no better with 0.3 (and CPU dropout costs ~10 % of a step)
+    dropout_layers: int | None = None
     cross_buckets: int = CROSS_BUCKETS
 
 
@@ -192,7 +197,7 @@ class WideDeep(nn.Module):
         self.cfg = cfg
         self.inputs = _Inputs(enc.cardinalities, enc.multi_cardinality, len(enc.dense), cfg.dim)
         self.wide = _Wide(int(sum(enc.cardinalities)), enc.multi_cardinality, cfg.cross_buckets)
-        self.deep = _mlp([self.inputs.out_dim, *cfg.hidden], cfg.dropout)
+        self.deep = _mlp([self.inputs.out_dim, *cfg.hidden], cfg.dropout, cfg.dropout_layers)
         self.head = nn.Linear(cfg.hidden[-1], 1)
 
     def forward(self, b: CtrBatch) -> dict[str, torch.Tensor]:
@@ -208,7 +213,7 @@ class MoEConfig:
     expert_hidden: tuple[int, ...] = (256, 128)
     top_k: int | None = 2  # None: dense softmax gate over all routed experts (MMoE)
     tower_hidden: int = 64
-    dropout: float = 0.3
+    dropout: float = 0.0  # measured on ml-100k: 0.3 stops at epoch 2 with click AUC 0.860, 0.0 reaches 0.864
     bias_rate: float = 0.001  # auxiliary-loss-free balancing step (DeepSeek-V3's gamma)
     wide_task: str | None = "click"
     cross_buckets: int = CROSS_BUCKETS
@@ -327,10 +332,60 @@ def predict(model: nn.Module, data: CtrBatch, batch_size: int = 8192) -> dict[st
 
 
 def _embedding_penalty(model: nn.Module, b: CtrBatch) -> torch.Tensor:
-    inputs = getattr(model, "inputs", None)
-    if inputs is None:
+    looked_up = getattr(getattr(model, "inputs", None), "looked_up", None)
+    if looked_up is None:
         return torch.zeros(())
-    return inputs.emb(b.sparse).pow(2).sum() / len(b) + inputs.multi(b.multi).pow(2).sum() / len(b)
+    e, m = looked_up
+    return (e.pow(2).sum() + m.pow(2).sum()) / len(b)
+
+
+class RowAdam(torch.optim.Optimizer):
+    """Adam on the rows of embedding tables with sparse gradients ("lazy" Adam, as ``SparseAdam``): each step
+    updates the moments and weights of the rows its batch looked up only. Duplicate rows are summed with one
+    ``unique`` + ``index_add_`` instead of building and masking coalesced sparse tensors."""
+
+    def __init__(self, params: list[torch.nn.Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:  # fmt: skip
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: object = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["step"] += 1
+                idx, vals = g._indices()[0], g._values()
+                rows, inv = torch.unique(idx, return_inverse=True)
+                grad = torch.zeros(len(rows), p.shape[1], dtype=p.dtype).index_add_(0, inv, vals)
+                m = state["m"][rows].mul_(b1).add_(grad, alpha=1 - b1)
+                v = state["v"][rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                state["m"][rows] = m
+                state["v"][rows] = v
+                t = state["step"]
+                step = group["lr"] * (1 - b2**t) ** 0.5 / (1 - b1**t)
+                p.index_add_(0, rows, -step * m / (v.sqrt() + group["eps"]))
+
+
+def optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Adam for the dense parameters; row-wise lazy Adam for the embedding tables (sparse gradients), so a
+    step updates only the rows its batch looked up, not a million-row cross table."""
+    sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in ids]
+    opts: list[torch.optim.Optimizer] = [
+        torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    ]
+    if sparse:
+        opts.append(RowAdam(sparse, lr=cfg.lr))
+    return opts
 
 
 def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], val: CtrBatch,
@@ -344,7 +399,7 @@ def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     y = {t: torch.from_numpy(np.asarray(v, np.float32)) for t, v in labels.items()}
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opts = optimizers(model, cfg)
     loss_fn = nn.BCEWithLogitsLoss()
     history: list[dict[str, float]] = []
     best, best_state, best_epoch, waited = -1.0, None, 0, 0
@@ -363,9 +418,11 @@ def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], 
             loss = sum(cfg.task_weights.get(t, 1.0) * loss_fn(out[t], y[t][idx]) for t in y if t in out)
             if cfg.embedding_l2:
                 loss = loss + cfg.embedding_l2 * _embedding_penalty(model, b)
-            opt.zero_grad(set_to_none=True)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
-            opt.step()
+            for opt in opts:
+                opt.step()
             if isinstance(model, MoERanker):
                 model.update_route_bias()
             total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]

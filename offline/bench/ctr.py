@@ -3,7 +3,7 @@
 Protocol (the issue's): MovieLens-100K ratings with rating 3 dropped; label ``click`` = rating >= 4; a random
 80/10/10 split with seed 42; features = user and item ids, demographics (gender, age bucket, occupation, zip
 prefix), genres (multi-valued) and release year. The MoE ranker's second task ``like`` is rating == 5 (a
-strong like among the positives). Every model trains with early stopping on the validation AUC (patience 2,
+strong like among the positives). Every model trains with early stopping on the validation AUC (patience 3,
 at most 10 epochs) and is scored on the test split at its best epoch. Throughput = training samples per
 second of training time (evaluation excluded), same batch size for every model.
 """
@@ -36,6 +36,7 @@ FIELDS = ["user_id", "item_id", "gender", "age_bucket", "occupation", "zip_prefi
 CROSSES = [("user_id", "genres"), ("item_id", "gender"), ("item_id", "age_bucket"), ("item_id", "occupation"),
            ("gender", "genres"), ("age_bucket", "genres"), ("occupation", "genres"), ("user_id", "release_year")]  # fmt: skip
 BATCH = 256
+PATIENCE = 3  # epochs without a better validation AUC before stopping (every model)
 Progress = Callable[[str], None]
 
 
@@ -70,7 +71,7 @@ def _ours(name: str, model: torch.nn.Module, enc: CtrEncoder, train: pd.DataFram
           test: pd.DataFrame, tasks: list[str], progress: Progress) -> dict[str, Any]:  # fmt: skip
     tr, va, te = enc.transform(train), enc.transform(val), enc.transform(test)
     result = train_ctr(model, tr, {t: train[t].to_numpy() for t in tasks}, va, {t: val[t].to_numpy() for t in tasks},
-                       TrainConfig(batch_size=BATCH), progress=lambda m: progress(f"{name}: {m}"))  # fmt: skip
+                       TrainConfig(batch_size=BATCH, patience=PATIENCE), progress=lambda m: progress(f"{name}: {m}"))  # fmt: skip
     preds = predict(model, te)
     out = {"test_auc": round(auc(test["click"].to_numpy(), preds["click"]), 4),
            "test_logloss": round(logloss(test["click"].to_numpy(), preds["click"]), 4),
@@ -118,7 +119,7 @@ def _deepctr(kind: str, train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFra
             best, best_epoch, waited, best_state = score, epoch, 0, copy.deepcopy(model.state_dict())
         else:
             waited += 1
-            if waited >= 2:
+            if waited >= PATIENCE:
                 break
     if best_state is not None:
         model.load_state_dict(best_state)

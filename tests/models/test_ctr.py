@@ -78,19 +78,19 @@ def test_models_learn_the_planted_preference(kind: str) -> None:
 
 def test_loss_free_balancing_evens_out_a_skewed_router() -> None:
     enc = CtrEncoder(FIELDS, "genres", CROSSES).fit(_planted(500, 0))
-    model = MoERanker(enc, MoEConfig(routed_experts=4, top_k=1, bias_rate=0.01, expert_hidden=(16,)))
+    model = MoERanker(enc, MoEConfig(routed_experts=4, top_k=1, bias_rate=0.005, expert_hidden=(16,)))
     torch.manual_seed(0)
     with torch.no_grad():  # a router whose scores vary per row but that prefers expert 0 for every row
         model.inputs.emb.weight.normal_(std=1.0)
         for gate in model.gates.values():
             gate.weight.normal_(std=0.5)
-            gate.bias.copy_(torch.tensor([8.0, 0.0, 0.0, 0.0]))
+            gate.bias.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))
     batch = enc.transform(_planted(2000, 5))
     model.train()
     model(batch)
     skewed = model.load[0].clone()
-    assert skewed[0] > 0.75  # most rows routed to expert 0
-    for _ in range(300):
+    assert skewed[0] > 0.5  # most rows routed to expert 0
+    for _ in range(500):
         model(batch)
         model.update_route_bias()
     model(batch)
@@ -105,3 +105,22 @@ def test_auc_matches_the_definition() -> None:
     pairs = [(i, j) for i in range(6) for j in range(6) if y[i] == 1 and y[j] == 0]
     expected = sum(1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0 for i, j in pairs) / len(pairs)
     assert auc(y, s) == pytest.approx(expected)
+
+
+def test_row_adam_equals_sparse_adam() -> None:
+    """The row-wise lazy Adam gives torch's SparseAdam's result (duplicate rows in a batch included)."""
+    from recstack.models.ctr import RowAdam
+
+    torch.manual_seed(0)
+    tables = [torch.nn.Embedding(50, 4, sparse=True) for _ in range(2)]
+    tables[1].weight.data.copy_(tables[0].weight.data)
+    opts = [RowAdam([tables[0].weight], lr=0.05), torch.optim.SparseAdam([tables[1].weight], lr=0.05)]
+    for step in range(4):
+        idx = torch.tensor([[1, 2, 2, 7], [7, 7, 3, 1]]) + step
+        target = torch.randn(2, 4, 4)
+        for table, opt in zip(tables, opts, strict=True):
+            opt.zero_grad()
+            ((table(idx) - target) ** 2).sum().backward()
+            opt.step()
+    assert torch.allclose(tables[0].weight, tables[1].weight, atol=1e-6)
+    assert not torch.equal(tables[0].weight[40], tables[0].weight[1])  # untouched rows stay as they were

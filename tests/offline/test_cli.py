@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 COMMANDS = [[], ["demo"], ["ingest"], ["ingest", "movielens"], ["ingest", "synthetic"], ["samples"], ["features"],
-            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["bench", "embeddings"], ["bench", "serve"], ["realtime"], ["index"], ["index", "build"], ["train"], ["serve"],
+            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["bench", "embeddings"], ["bench", "serve"], ["bench", "ctr"], ["realtime"], ["index"], ["index", "build"], ["train"], ["serve"],
             ["redis"]]  # fmt: skip
 
 
@@ -94,6 +94,35 @@ def test_bench_embeddings_prints_the_json_keys(tmp_path: Path) -> None:
         assert result[model]["ndcg@10"] > result["popularity"]["ndcg@10"] + 0.1, result
     r = _run(["bench", "embeddings", "--data", str(tmp_path / "nope"), "--json"])
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+@pytest.mark.integration
+def test_bench_ctr_prints_the_json_keys(tmp_path: Path) -> None:
+    """A small MovieLens-100K-format directory with a planted taste (gender x genre) through the command."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "ml"
+    data.mkdir()
+    rows = []
+    for u in range(1, 301):
+        for i in rng.choice(np.arange(1, 121), 25, replace=False):
+            good = (u % 2 == 0) == (i % 3 == 0)  # men like genre 1, women the others
+            rating = int(rng.choice([4, 5]) if rng.random() < (0.85 if good else 0.2) else rng.choice([1, 2]))
+            rows.append(f"{u}\t{i}\t{rating}\t{880_000_000 + len(rows)}")
+    (data / "u.data").write_text("\n".join(rows) + "\n")
+    (data / "u.user").write_text("".join(f"{u}|{20 + u % 40}|{'MF'[u % 2]}|student|{10000 + u}\n" for u in range(1, 301)))
+    flags = lambda i: "|".join("1" if j == 1 + i % 3 else "0" for j in range(19))  # noqa: E731
+    (data / "u.item").write_text("".join(f"{i}|Film {i} (1995)|01-Jan-1995||http://x|{flags(i)}\n" for i in range(1, 121)))
+    r = _run(["bench", "ctr", "--data", str(data), "--json", "--home", str(tmp_path)], timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    for model in ("widedeep", "moe"):
+        assert {"test_auc", "test_logloss", "samples_per_s"} <= set(result[model]), result
+        assert result[model]["test_auc"] > 0.75  # the planted taste is learnt
+    assert "like_auc" in result["moe"] and set(result["moe"]["expert_utilisation"]) == {"click", "like"}
+    r = _run(["bench", "ctr", "--data", str(tmp_path / "nope"), "--json"])
+    assert r.returncode == 2 and "not a MovieLens-100K directory" in r.stderr
 
 
 @pytest.mark.integration

@@ -120,37 +120,27 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    # with --json, stdout carries only the result; progress goes to stderr
+    progress = StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     if args.what == "features":
         from recstack.offline.bench.features import bench_features
 
-        progress = (
-            StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
-        )
         workdir = settings.home / "bench"
         workdir.mkdir(parents=True, exist_ok=True)
         result = bench_features(args.events, settings, seed=args.seed, workdir=workdir, progress=progress)
     elif args.what == "ctr":
         from recstack.offline.bench.ctr import bench_ctr
 
-        progress = (
-            StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
-        )
         result = bench_ctr(args.data, progress=progress)
     elif args.what == "serve":
         from recstack.offline.bench.serve import run_serve_bench
 
-        progress = (
-            StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
-        )
         result = run_serve_bench(args.items, args.users, args.duration, concurrency=args.concurrency,
                                  workers=args.workers, k=args.k, seed=args.seed, progress=progress,
                                  connections=args.connections)  # fmt: skip
     else:
         from recstack.offline.bench.embeddings import bench_embeddings
 
-        progress = (
-            StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
-        )
         result = bench_embeddings(args.data, progress=progress)
     print(json.dumps(result) if args.json else json.dumps(result, indent=1))
     return 0
@@ -322,40 +312,35 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--gap", type=_positive, help="session inactivity gap, seconds (<= 86400)")
         p.set_defaults(func=cmd_jobs)
 
+    json_opt = argparse.ArgumentParser(add_help=False)
+    json_opt.add_argument(
+        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
+    )
     p = sub.add_parser("bench", help="benchmarks (last output line is JSON)", description="Run a benchmark.")
     bsub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
-    q = bsub.add_parser("features", parents=[common], help="synthetic events through the feature pipeline",
+    q = bsub.add_parser("features", parents=[common, json_opt], help="synthetic events through the feature pipeline",
                         description="Generate N synthetic events, run samples, features, sessions and graphs, "
                         "and print events/s, peak RSS and per-stage seconds.")  # fmt: skip
     q.add_argument("--events", type=_positive, default=1_000_000)
     q.add_argument("--seed", type=int, default=42)
-    q.add_argument(
-        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
-    )
     q.set_defaults(func=cmd_bench)
-    q = bsub.add_parser("embeddings", parents=[common], help="DeepWalk and GraphSAGE recall on a MovieLens split",
+    q = bsub.add_parser("embeddings", parents=[common, json_opt], help="DeepWalk and GraphSAGE recall on a MovieLens split",
                         description="Train DeepWalk and GraphSAGE on a MovieLens-100K directory (or the reference "
                         "split next to it) and print nDCG / recall / precision @10, coverage and training time "
                         "for pure embedding recall, next to popularity.")  # fmt: skip
     q.add_argument(
         "--data", type=Path, required=True, help="MovieLens-100K directory or ml-100k-split directory"
     )
-    q.add_argument(
-        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
-    )
     q.set_defaults(func=cmd_bench)
 
-    q = bsub.add_parser("ctr", parents=[common], help="Wide&Deep and the MoE ranker against DeepCTR-Torch peers",
+    q = bsub.add_parser("ctr", parents=[common, json_opt], help="Wide&Deep and the MoE ranker against DeepCTR-Torch peers",
                         description="On MovieLens-100K (rating 3 dropped, rating >= 4 positive, random 80/10/10 "
                         "split, seed 42): train Wide&Deep and the MoE ranker and, in the same run, DeepCTR-Torch's "
                         "WDL and DeepFM (the `bench` extra), and print test AUC, log loss and training "
                         "samples/s.")  # fmt: skip
     q.add_argument("--data", type=Path, required=True, help="MovieLens-100K directory")
-    q.add_argument(
-        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
-    )
     q.set_defaults(func=cmd_bench)
-    q = bsub.add_parser("serve", parents=[common], help="the service under load next to its compute floor",
+    q = bsub.add_parser("serve", parents=[common, json_opt], help="the service under load next to its compute floor",
                         description="Build a synthetic release (N items, M users), start a real Redis and the "
                         "service with its workers, drive it from a separate load-generator process at fixed "
                         "concurrency, and print rps and latency percentiles next to the in-process compute "
@@ -370,9 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "on a lightly loaded one, as an L7 load balancer does; = concurrency pins one per worker)")  # fmt: skip
     q.add_argument("--k", type=_positive, default=10, help="items per request")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument(
-        "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
-    )
     q.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", parents=[common], help="train a recall model and publish a release",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -269,6 +270,11 @@ class MoERanker(nn.Module):
         """After an optimiser step: push each over-loaded expert's bias down, each under-loaded one up."""
         if self.cfg.top_k is None:
             return
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # every rank moves the bias by the global load
+            dist.all_reduce(self.load)
+            self.load /= dist.get_world_size()
         target = self.load.mean(1, keepdim=True)
         self.route_bias += self.cfg.bias_rate * torch.sign(target - self.load)
 
@@ -388,18 +394,33 @@ def optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer
     return opts
 
 
+def _shard() -> tuple[int, int]:
+    """(rank, world size) of this process in torch.distributed, (0, 1) outside it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], val: CtrBatch,
               val_labels: dict[str, np.ndarray], cfg: TrainConfig = TrainConfig(),
               progress: object = None) -> TrainResult:  # fmt: skip
     """Mini-batch Adam on the tasks the model outputs (BCE with logits, weighted per task); early stopping on
-    the validation AUC of the first task; the best epoch's weights are restored."""
+    the validation AUC of the first task; the best epoch's weights are restored.
+
+    ``model`` may be wrapped in ``DistributedDataParallel``: every rank draws the same global batches (same
+    seed) and trains on its slice ``batch[rank::world]``; DDP averages the gradients, so the update equals
+    the single-process one on the whole batch (``train_ctr_ddp``)."""
     import copy
     import time
 
+    inner: nn.Module = getattr(model, "module", model)  # the model itself when DDP-wrapped
+    rank, world = _shard()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     y = {t: torch.from_numpy(np.asarray(v, np.float32)) for t, v in labels.items()}
-    opts = optimizers(model, cfg)
+    opts = optimizers(inner, cfg)
     loss_fn = nn.BCEWithLogitsLoss()
     history: list[dict[str, float]] = []
     best, best_state, best_epoch, waited = -1.0, None, 0, 0
@@ -412,37 +433,80 @@ def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], 
         order = torch.randperm(n, generator=gen)
         total = 0.0
         for lo in range(0, n, cfg.batch_size):
-            idx = order[lo : lo + cfg.batch_size]
+            idx = order[lo : lo + cfg.batch_size][rank::world]
             b = train.take(idx)
             out = model(b)
             loss = sum(cfg.task_weights.get(t, 1.0) * loss_fn(out[t], y[t][idx]) for t in y if t in out)
             if cfg.embedding_l2:
-                loss = loss + cfg.embedding_l2 * _embedding_penalty(model, b)
+                loss = loss + cfg.embedding_l2 * _embedding_penalty(inner, b)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
             for opt in opts:
                 opt.step()
-            if isinstance(model, MoERanker):
-                model.update_route_bias()
-            total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]
+            if isinstance(inner, MoERanker):
+                inner.update_route_bias()
+            total += float(loss.detach()) * len(idx) * world  # type: ignore[union-attr]
         seconds += time.perf_counter() - start
         seen += n
-        preds = predict(model, val)
+        preds = predict(inner, val)
         row = {"epoch": float(epoch), "loss": total / n}
         row.update({f"val_auc_{t}": auc(val_labels[t], preds[t]) for t in val_labels if t in preds})
         history.append(row)
-        if callable(progress):
+        if callable(progress) and rank == 0:
             progress(f"epoch {epoch}: loss {row['loss']:.4f}, " + ", ".join(
                 f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_")))  # fmt: skip
         score = row[f"val_auc_{first_task}"]
         if score > best:
             best, best_epoch, waited = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(inner.state_dict())
         else:
             waited += 1
             if waited >= cfg.patience:
                 break
     if best_state is not None:
-        model.load_state_dict(best_state)
+        inner.load_state_dict(best_state)
     return TrainResult(best_epoch, history, seconds, seen)
+
+
+def _ddp_worker(rank: int, world: int, port: int, build: Any, data: tuple[Any, ...], cfg: TrainConfig,
+                out: str) -> None:  # fmt: skip
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(cfg.seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
+        model = build()
+        ddp = DistributedDataParallel(model)
+        result = train_ctr(ddp, *data, cfg)
+        if rank == 0:
+            torch.save({"state": model.state_dict(), "best_epoch": result.best_epoch,
+                        "history": result.history, "seconds": result.train_seconds}, out)  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+def train_ctr_ddp(build: Any, train: CtrBatch, labels: dict[str, np.ndarray], val: CtrBatch,
+                  val_labels: dict[str, np.ndarray], cfg: TrainConfig = TrainConfig(),
+                  world: int = 2) -> tuple[nn.Module, TrainResult]:  # fmt: skip
+    """Train ``build()`` with torch DDP on ``world`` processes on this machine (gloo on CPU, NCCL with GPUs)
+    via ``torch.multiprocessing``; returns rank 0's model (with the best epoch's weights) and its result. On a
+    cluster the same ``train_ctr`` runs under ``torchrun`` with the DDP-wrapped model."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+    from recstack.features.redis_local import free_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/rank0.pt"
+        mp.spawn(_ddp_worker, args=(world, free_port(), build, (train, labels, val, val_labels), cfg, out),
+                 nprocs=world, join=True)  # fmt: skip
+        saved = torch.load(out, weights_only=False)
+    model = build()
+    model.load_state_dict(saved["state"])
+    return model, TrainResult(saved["best_epoch"], saved["history"], saved["seconds"], 0)

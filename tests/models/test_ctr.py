@@ -124,3 +124,33 @@ def test_row_adam_equals_sparse_adam() -> None:
             opt.step()
     assert torch.allclose(tables[0].weight, tables[1].weight, atol=1e-6)
     assert not torch.equal(tables[0].weight[40], tables[0].weight[1])  # untouched rows stay as they were
+
+
+@pytest.mark.parametrize("kind", ["widedeep", "moe"])
+def test_ddp_on_two_processes_equals_single_process_training(kind: str) -> None:
+    """torch DDP (gloo, 2 processes via torch.multiprocessing): each rank trains on half of every batch and
+    the averaged gradients give the single-process update (the MoE's balancing bias follows the global load),
+    so both end with the same model."""
+    from functools import partial
+
+    from recstack.models.ctr import WideDeepConfig, train_ctr_ddp
+
+    train, val, test = _planted(4096, 1), _planted(1000, 2), _planted(1000, 3)
+    enc = CtrEncoder(FIELDS, "genres", CROSSES).fit(train)
+    cfg = TrainConfig(epochs=2, batch_size=256, lr=3e-3, patience=5)
+    if kind == "widedeep":
+        build = partial(WideDeep, enc, WideDeepConfig(hidden=(32, 16)))
+    else:
+        build = partial(MoERanker, enc, MoEConfig(expert_hidden=(32, 16), tower_hidden=8, bias_rate=0.01))
+    tasks = ["click"] if kind == "widedeep" else ["click", "like"]
+    args = (enc.transform(train), {t: train[t].to_numpy() for t in tasks}, enc.transform(val),
+            {t: val[t].to_numpy() for t in tasks}, cfg)  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    single = build()
+    one = train_ctr(single, *args)
+    ddp_model, two = train_ctr_ddp(build, *args, world=2)
+    p1 = predict(single, enc.transform(test))["click"]
+    p2 = predict(ddp_model, enc.transform(test))["click"]
+    assert np.allclose(p1, p2, atol=1e-4), np.abs(p1 - p2).max()
+    assert one.best_epoch == two.best_epoch
+    assert not np.allclose(p1, predict(build(), enc.transform(test))["click"], atol=1e-3)  # it did train

@@ -151,6 +151,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recstack.offline.jobs.train import run_train_job
 
     settings = _settings(args)
+    if args.model in ("widedeep", "moe"):
+        from recstack.offline.jobs.rank import train_ranker
+
+        result = train_ranker(settings, args.model, eval_days=args.eval_days, epochs=args.epochs,
+                              progress=StepProgress(1).line)  # fmt: skip
+        print(json.dumps(result))
+        return 0
     if args.model != "baseline":
         from recstack.offline.jobs.embeddings import run_embedding_job
 
@@ -223,6 +230,19 @@ def cmd_redis(args: argparse.Namespace) -> int:
             redis.Redis.from_url(url).shutdown(nosave=False)
         print(f"stopped {url}")
     return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from recstack.models.registry import GateConfig
+    from recstack.offline.jobs.rank import promote_ranker
+
+    cfg = GateConfig(minimum={"auc": args.min_auc}, maximum={"logloss": args.max_logloss},
+                     max_regression=args.max_regression)  # fmt: skip
+    d = promote_ranker(_settings(args), args.model, args.version, args.eval_days, cfg)
+    print(json.dumps({"model": d.model, "candidate": d.candidate, "champion": d.champion, "promoted": d.promoted,
+                      "reasons": d.reasons, "candidate_metrics": d.candidate_metrics,
+                      "champion_metrics": d.champion_metrics, "window": d.window, "gate_run_id": d.run_id}))  # fmt: skip
+    return 0 if d.promoted else 1
 
 
 def cmd_realtime(args: argparse.Namespace) -> int:
@@ -362,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "baseline: popularity + PureSVD on clicked samples; deepwalk / graphsage: graph "
                        "embeddings on the latest graphs/ snapshot, evaluated on a time holdout, logged and "
                        "registered in MLflow.")  # fmt: skip
-    p.add_argument("--model", choices=["baseline", "deepwalk", "graphsage"], default="baseline")
+    p.add_argument("--model", choices=["baseline", "deepwalk", "graphsage", "widedeep", "moe"], default="baseline")
+    p.add_argument("--eval-days", type=_positive, default=7,
+                   help="rankers: most recent days held out as the evaluation window")
+    p.add_argument("--epochs", type=int, default=5, help="rankers: most epochs (early stopping)")
     p.add_argument("--start", type=_date, help="baseline: first sample date")
     p.add_argument("--end", type=_date, help="baseline: last sample date")
     p.add_argument("--dim", type=_positive, default=64, help="baseline: embedding dimension")
@@ -392,6 +415,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("promote", parents=[common], help="promote a ranker version to champion through the gate",
+                       description="Score the registered version and the current champion on the lake's most "
+                       "recent --eval-days days, check the thresholds and that the candidate does not regress, "
+                       "record the decision in MLflow and move the champion alias only on a pass (exit 1 when "
+                       "refused).")  # fmt: skip
+    p.add_argument("--model", choices=["widedeep", "moe"], required=True)
+    p.add_argument("--version", required=True, help="registered version number of recstack-ranker-<model>")
+    p.add_argument("--eval-days", type=_positive, default=7)
+    p.add_argument("--min-auc", type=float, default=0.6)
+    p.add_argument("--max-logloss", type=float, default=0.69)
+    p.add_argument("--max-regression", type=float, default=0.0, help="AUC the candidate may lose to the champion")
+    p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("realtime", parents=[common], help="keep the real-time features in Redis from the bus",
                        description="Consume the events topic (consumer group realtime.group) and keep the "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 COMMANDS = [[], ["demo"], ["ingest"], ["ingest", "movielens"], ["ingest", "synthetic"], ["samples"], ["features"],
-            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["bench", "embeddings"], ["bench", "serve"], ["bench", "ctr"], ["realtime"], ["index"], ["index", "build"], ["train"], ["serve"],
+            ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["bench", "embeddings"], ["bench", "serve"], ["bench", "ctr"], ["realtime"], ["promote"], ["index"], ["index", "build"], ["train"], ["serve"],
             ["redis"]]  # fmt: skip
 
 

@@ -116,3 +116,36 @@ def test_graph_models_train_on_the_pipeline_output(ml100k_lake, model: str, tmp_
     version = client.get_model_version(f"recstack-{model}", result["registered_version"])
     assert version.run_id == result["run_id"]
     assert any("registered version" in x for x in lines)
+
+
+@pytest.mark.integration
+def test_ranker_training_and_gated_promotion_on_ml100k(ml100k_lake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Wide&Deep on the lake's point-in-time samples, evaluated on the held-out last 14 days, registered in
+    MLflow; the gate promotes it, then refuses an untrained candidate through the CLI (the champion stays)."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+    from recstack.features.settings import Settings
+    from recstack.offline.jobs.rank import promote_ranker, registered_name, train_ranker
+
+    lake, _, _ = ml100k_lake
+    s = Settings(home=tmp_path, lake={"root": lake.root})
+    first = train_ranker(s, "widedeep", eval_days=14, epochs=1)
+    assert first["metrics"]["auc"] > 0.7 and first["registered_version"] == "1"
+    decision = promote_ranker(s, "widedeep", "1", eval_days=14)
+    assert decision.promoted and decision.champion is None
+    assert decision.candidate_metrics["auc"] == pytest.approx(first["metrics"]["auc"], abs=1e-9)  # same window
+
+    untrained = train_ranker(s, "widedeep", eval_days=14, epochs=0)
+    r = subprocess.run([sys.executable, "-m", "recstack.offline.cli", "promote", "--model", "widedeep", "--version",
+                        untrained["registered_version"], "--eval-days", "14", "--home", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "RECSTACK_LAKE__ROOT": str(lake.root)})  # fmt: skip
+    assert r.returncode == 1, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["promoted"] is False and out["champion"] == "1"
+    assert any("regresses" in reason for reason in out["reasons"])
+    client = MlflowClient(s.mlflow_tracking_uri)
+    assert str(client.get_model_version_by_alias(registered_name("widedeep"), "champion").version) == "1"
+    assert client.get_model_version(registered_name("widedeep"), "2").tags["gate.decision"] == "refused"

@@ -124,7 +124,9 @@ class ItemToItemChannel:
         weights = RECENCY_DECAY ** np.arange(len(seeds))
         per_seed = max(10, 2 * n // len(seeds))
         items, scores = self.release.similar_many(seeds, per_seed)
-        return _top(items.ravel(), (scores * weights[:, None]).ravel(), n)
+        items, scores = items.ravel(), (scores * weights[:, None]).ravel()
+        found = items >= 0  # lists are -1 padded (short lists, seeds the model does not know)
+        return _top(items[found], scores[found], n)
 
 
 class CooccurChannel:

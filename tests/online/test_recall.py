@@ -50,6 +50,9 @@ def test_item_to_item_channel_uses_the_recent_items_neighbours(world: SmallWorld
     got = _channel("item2item", rel).recall(_user(world, rel, 3, recent=[seed]), RequestContext(), 5)
     nb_ids, _ = rel.neighbors.of(seed)  # type: ignore[union-attr]
     assert got.items.tolist() == nb_ids[:5].tolist()
+    # a seed the model does not know adds nothing (its padded list never leaks a -1)
+    mixed = _channel("item2item", rel).recall(_user(world, rel, 3, recent=[10**9, seed]), RequestContext(), 50)
+    assert (mixed.items >= 0).all() and sorted(mixed.items.tolist()) == sorted(nb_ids.tolist())
     # without recent items the seeds are the last items of the history
     hist = _channel("item2item", rel).recall(_user(world, rel, 3), RequestContext(), 5)
     assert len(hist) == 5

@@ -105,9 +105,7 @@ class EmbeddingArtifact:
             popular_items=self.popular_items.astype(np.int64), popular_scores=self.popular_scores.astype(np.float32),
             seen_indptr=self.seen_indptr.astype(np.int64), seen_items=self.seen_items.astype(np.int64),
         )  # fmt: skip
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "kind": "embedding",
+        fields = {
             "model": self.model,
             "version": self.version,
             "dim": self.dim,
@@ -116,11 +114,8 @@ class EmbeddingArtifact:
             "created_at": self.created_at,
             "lineage": self.lineage,
             "params": self.params,
-            "sha256": {"arrays.npz": sha256_file(arrays)},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        replace_dir(tmp, path)
-        return path
+        return finish_artifact(tmp, path, "embedding", [arrays.name], fields)
 
     @classmethod
     def load(cls, path: Path | str) -> EmbeddingArtifact:
@@ -137,6 +132,16 @@ class EmbeddingArtifact:
         )  # fmt: skip
         art.validate()
         return art
+
+
+def finish_artifact(tmp: Path, path: Path, kind: str, files: list[str], fields: dict[str, Any]) -> Path:
+    """Write the manifest of the artifact built in ``tmp`` (format version, ``kind``, ``fields`` and the
+    SHA-256 of ``files``), then move ``tmp`` to ``path`` atomically; ``read_manifest`` checks it back."""
+    manifest = {"format_version": FORMAT_VERSION, "kind": kind, **fields,
+                "sha256": {name: sha256_file(tmp / name) for name in files}}  # fmt: skip
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    replace_dir(tmp, path)
+    return path
 
 
 def read_manifest(path: Path, kind: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from recstack.features.definitions import age_bucket
 from recstack.features.keys import Col, LakeTable
-from recstack.models.artifact import FORMAT_VERSION, ArtifactError, read_manifest, replace_dir, sha256_file
+from recstack.models.artifact import ArtifactError, finish_artifact, read_manifest
 from recstack.models.ids import IdIndex
 
 APPROVED, PENDING, REJECTED = 1, 0, 2
@@ -276,14 +276,8 @@ class Catalog:
         (tmp / "strings.json").write_text(json.dumps(
             {"genre_names": self.genre_names, "tag_names": self.tag_names, "titles": self.titles,
              "segment_names": self.segment_names}))  # fmt: skip
-        manifest = {
-            "format_version": FORMAT_VERSION, "kind": "catalog", "as_of": self.as_of, "built_at": self.built_at,
-            "items": self.num_items, "users": len(self.user_ids),
-            "sha256": {f: sha256_file(tmp / f) for f in ("arrays.npz", "strings.json")},
-        }  # fmt: skip
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        replace_dir(tmp, path)
-        return path
+        fields = {"as_of": self.as_of, "built_at": self.built_at, "items": self.num_items, "users": len(self.user_ids)}
+        return finish_artifact(tmp, path, "catalog", ["arrays.npz", "strings.json"], fields)
 
     @classmethod
     def load(cls, path: Path | str) -> Catalog:

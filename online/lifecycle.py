@@ -25,9 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from recstack.models.artifact import ArtifactError, EmbeddingArtifact
-from recstack.models.index import VectorIndex
-from recstack.offline.jobs.train import CURRENT
+from recstack.models.artifact import ArtifactError
+from recstack.offline.jobs.train import CURRENT, rebuild_index
 from recstack.online.pipeline import Recommender, ServingRelease
 
 log = logging.getLogger(__name__)
@@ -103,8 +102,7 @@ class MlflowAliasSource:
         if not (tmp / "model").exists():
             raise ArtifactError(f"run {run_id} of {self.model_name} v{version} has no model/ artifact")
         if not (tmp / "index").exists():  # releases logged without an index: build it from the model
-            art = EmbeddingArtifact.load(tmp / "model")
-            VectorIndex.build(art.item_vectors, art.item_ids, art.version).save(tmp / "index")
+            rebuild_index(tmp)
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
         return target

@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -351,7 +352,7 @@ class Merged:
 
 
 def merge(
-    results: list[Candidates], quotas: list[int], catalog_rows: object, exclude: np.ndarray,
+    results: list[Candidates], quotas: list[int], catalog_rows: Callable[[np.ndarray], np.ndarray], exclude: np.ndarray,
     state: np.ndarray, blocked: np.ndarray | None = None,
 ) -> Merged:  # fmt: skip
     """Filter, de-duplicate (earlier channel wins) and cap each channel at its quota, all vectorised.
@@ -366,7 +367,7 @@ def merge(
     scores = np.concatenate([c.scores for c in results]).astype(np.float32, copy=False)
     channel = np.repeat(np.arange(len(results), dtype=np.int16), sizes)
     pos = np.concatenate([np.arange(s) for s in sizes])
-    rows = catalog_rows(items)  # type: ignore[operator]
+    rows = catalog_rows(items)
     keep = rows >= 0
     keep[keep] = state[rows[keep]] == APPROVED
     if len(exclude):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 from recstack.features.settings import Settings
@@ -81,4 +80,4 @@ def test_gate_promotes_a_better_model_and_refuses_a_worse_one(tmp_path: Path) ->
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["rank-gate"])
     assert len(runs) == 3 and set(runs["tags.decision"]) == {"promoted", "refused"}
-    assert not np.isnan(runs["metrics.champion_auc"].dropna()).any() and runs["metrics.champion_auc"].notna().sum() == 2
+    assert runs["metrics.champion_auc"].notna().sum() == 2  # the two decisions that had a champion

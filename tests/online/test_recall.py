@@ -114,7 +114,6 @@ def test_trending_and_fresh_channels(world: SmallWorld) -> None:
 def test_merge_filters_dedupes_and_applies_quotas_after_filtering() -> None:
     a = Candidates(np.array([1, 2, 3, 4, 5]), np.ones(5, np.float32))
     b = Candidates(np.array([2, 6, 7, 8, 9]), np.ones(5, np.float32))
-    ids = np.arange(0, 20)
     state = np.ones(20, np.int8)
     state[7] = PENDING
     merged = merge([a, b], [3, 2], lambda x: np.where(np.asarray(x) < 20, x, -1), exclude=np.array([1]),
@@ -123,7 +122,6 @@ def test_merge_filters_dedupes_and_applies_quotas_after_filtering() -> None:
     assert merged.items.tolist() == [2, 3, 4, 8, 9]
     assert merged.channel.tolist() == [0, 0, 0, 1, 1]
     assert merged.rank_prior[0] == pytest.approx(1 / 2)  # 2 was second in channel a
-    assert ids is not None
 
 
 class _Slow:

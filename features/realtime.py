@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import redis
@@ -421,8 +421,24 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class ScreenedBatch(Protocol):
+    clean: list[Event]
+    quarantined: list[Any]
+
+
+class EventScreen(Protocol):
+    """Judges a batch before it reaches the features (``control/fraud.py`` ``FraudGuard``): flagged or blocked
+    events are kept, marked, in the screen's audit stream and only ``clean`` ones are applied."""
+
+    def screen(self, events: Sequence[Event]) -> ScreenedBatch: ...
+
+
 class RealtimeConsumer:
     """A member of a consumer group that keeps ``store`` up to date from the events topic.
+
+    With a ``screen`` (anti-fraud), each batch is judged once before ``apply`` and only its clean events are
+    applied; a retried batch reuses its first verdicts (judging twice would read the replay markers the first
+    judgement wrote). Quarantined events are counted in ``quarantined``.
 
     Each batch: decode → malformed messages copied to the dead-letter stream with their reason → ``apply`` →
     commit. A batch that fails (Redis or the bus down) is kept and retried, never committed before it is
@@ -446,8 +462,12 @@ class RealtimeConsumer:
         snapshot_interval_s: float = 5.0,
         dead_letter_max_len: int = 100_000,
         now_ms: Callable[[], int] = _now_ms,
+        screen: EventScreen | None = None,
     ) -> None:
         self.store = store
+        self.screen = screen
+        self._screened: ScreenedBatch | None = None
+        self.quarantined = 0
         self.topic = topic
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
@@ -470,7 +490,7 @@ class RealtimeConsumer:
         return {
             "processed": self.processed, "changed": self.changed, "malformed": self.malformed,
             "batches": self.batches, "snapshots": self.snapshots, "errors": self.errors,
-            "lag_ms": self.lag_ms,
+            "lag_ms": self.lag_ms, "quarantined": self.quarantined,
         }  # fmt: skip
 
     def close(self) -> None:
@@ -490,9 +510,17 @@ class RealtimeConsumer:
             else:
                 bad.append((m.value, decoded, str(m.position)))
         self.store.write_dead_letters(self.topic, bad, self.dead_letter_max_len)
-        changed = self.store.apply(events)
+        clean = events
+        if self.screen is not None and events:
+            if self._screened is None:
+                self._screened = self.screen.screen(events)
+            clean = self._screened.clean
+        changed = self.store.apply(clean)
         self._consumer.commit(messages)
         self._retry = []
+        if self._screened is not None:
+            self.quarantined += len(self._screened.quarantined)
+            self._screened = None
         if messages:
             self.batches += 1
         self.processed += len(events)
@@ -543,7 +571,8 @@ class RealtimeConsumer:
 
 
 def run_realtime_consumer(
-    settings: Settings, stop: threading.Event, progress: Callable[[str], None] | None = None
+    settings: Settings, stop: threading.Event, progress: Callable[[str], None] | None = None,
+    screen: Callable[[redis.Redis], EventScreen] | None = None,
 ) -> dict[str, int | None]:
     """Open Redis and the bus from ``settings`` and run a ``RealtimeConsumer`` on the events topic until
     ``stop`` is set. Returns the consumer's counters."""
@@ -559,7 +588,7 @@ def run_realtime_consumer(
         consumer = RealtimeConsumer(
             bus, store, settings.bus.events_topic, rt.group, name, batch_size=rt.batch_size,
             poll_timeout_s=rt.poll_timeout_s, snapshot_interval_s=rt.snapshot_interval_s,
-            dead_letter_max_len=rt.dead_letter_max_len,
+            dead_letter_max_len=rt.dead_letter_max_len, screen=screen(client) if screen else None,
         )  # fmt: skip
         consumer.run(stop, progress)
         return consumer.counters()

@@ -155,10 +155,21 @@ class ServingSettings(BaseModel):
     reload_interval_s: float = Field(5.0, gt=0, description="how often a worker checks for a new release")
     channels: list[ChannelSettings] = Field(default_factory=default_channels)
     fresh_days: float = Field(30.0, gt=0, description="items first seen this recently are fresh (cold-start)")
-    ranker: Literal["embedding", "mlp"] = Field(
-        "embedding", description="fine ranker: the recall model's score, or an MLP ranker artifact"
+    ranker: Literal["embedding", "mlp", "ctr"] = Field(
+        "embedding",
+        description="fine ranker: the recall model's score; an MLP ranker artifact; or ctr: the trained "
+        "Wide&Deep / MoE ranker (the registry's alias, or ranker_path)",
     )
-    ranker_path: Path | None = Field(None, description="state of the mlp ranker (untrained weights when unset)")
+    ranker_path: Path | None = Field(
+        None, description="mlp: state dict (untrained weights when unset); ctr: a ranker.pt (else the registry)"
+    )
+    ranker_model: Literal["widedeep", "moe"] = Field(
+        "moe", description="ctr ranker served from the registry: recstack-ranker-<ranker_model> at `alias`"
+    )
+    ranker_weights: dict[str, float] = Field(
+        default_factory=lambda: {"click": 1.0, "like": 0.5},
+        description="final score = sum of weight * log p(task) over the ranker's tasks (click, like)",
+    )
     rerank: RerankSettings = Field(default_factory=RerankSettings)
     redis_timeout_ms: float = Field(25.0, gt=0, description="socket timeout of the per-request Redis read")
     redis_retry_s: float = Field(2.0, ge=0, description="after a Redis failure, skip Redis this long")
@@ -200,6 +211,196 @@ class JobSettings(BaseModel):
     )
 
 
+class PacedEntitySettings(BaseModel):
+    """One paced item or item group (campaign): its daily exposure cap or goal and its target curve."""
+
+    name: str = Field(description="id in the Redis keys and metrics, e.g. item:42 or campaign:spring")
+    items: list[int] = Field(min_length=1, description="item ids whose exposures count towards this entity")
+    daily_cap: int = Field(ge=1, description="exposures per pacing day: the cap, or the goal (guaranteed)")
+    mode: Literal["cap", "guaranteed"] = Field(
+        "cap",
+        description="cap: throttle towards the curve and stop at the cap; guaranteed: boost (score "
+        "multiplier > 1) an item behind the curve, damp one ahead of it, never stop it",
+    )
+    curve: list[tuple[float, float]] | None = Field(
+        None, description="[hour, weight] points of the target curve (see pacing.curve); unset: pacing.curve"
+    )
+
+
+class PacingSettings(BaseModel):
+    """PID exposure pacing (``control/pacing.py``); gains tuned by ``autotune_gains`` (docs/pacing.md)."""
+
+    enabled: bool = False
+    interval_s: int = Field(300, ge=10, description="control interval (s); must divide a day")
+    tz_offset_s: int = Field(0, description="UTC offset (s) of the pacing day's midnight")
+    kp: float = Field(1.0, ge=0, description="proportional gain: log pass rate per interval behind")
+    ki: float = Field(0.015, ge=0, description="integral gain: log pass rate per interval·interval behind")
+    kd: float = Field(0.1, ge=0, description="derivative gain: log pass rate per interval of error growth")
+    integral_discount: float = Field(1.0, gt=0, le=1, description="integral multiplier per interval (1: off)")
+    dead_band: float = Field(0.05, ge=0, description="errors up to this many intervals: no change at all")
+    min_rate: float = Field(1e-3, gt=0, le=1, description="cap mode: smallest pass probability under the cap")
+    max_boost: float = Field(3.0, ge=1, description="guaranteed mode: largest score multiplier")
+    min_multiplier: float = Field(0.5, gt=0, le=1, description="guaranteed mode: smallest score multiplier")
+    cache_ttl_s: float = Field(1.0, ge=0, description="a worker re-reads multipliers and counts this often")
+    seed: int | None = Field(None, description="seed of the throttle draws; unset: from the OS")
+    curve: list[tuple[float, float]] | None = Field(
+        None,
+        description="default target curve as [hour, weight] points: from each hour until the next point "
+        "(wrapping at midnight) the cap is delivered at a rate proportional to the weight; unset: uniform",
+    )
+    entities: list[PacedEntitySettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _valid(self) -> PacingSettings:
+        if 86400 % self.interval_s:
+            raise ValueError(f"pacing.interval_s={self.interval_s} does not divide a day (86400 s)")
+        names = [e.name for e in self.entities]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pacing.entities: duplicate names in {names}")
+        return self
+
+
+class FraudActorLimits(BaseModel):
+    """Anti-fraud limits of one kind of actor over event-time windows; these defaults are a user account's.
+
+    A rate above its limit blocks the actor (``block_ttl_s``); the other rules flag the event (kept out of
+    training and real-time features, the actor still served). A person reads: ~1 click / 2 s for a minute or
+    / 6 s for an hour is far above their pace.
+    """
+
+    requests_per_min: int = Field(
+        default=60, ge=1, description="distinct requests (slates) in 60 s; more blocks"
+    )
+    clicks_per_min: int = Field(default=30, ge=1, description="clicks in 60 s; more blocks")
+    clicks_per_hour: int = Field(default=600, ge=1, description="clicks in 3600 s; more blocks")
+    max_ctr: float = Field(
+        default=0.5, gt=0, le=1, description="clicks / impressions over fraud.ctr_window_s above this flag"
+    )
+    ctr_min_impressions: int = Field(
+        default=20, ge=1, description="impressions in the CTR window before the CTR rule applies"
+    )
+    max_flags_per_hour: int = Field(
+        default=10,
+        ge=1,
+        description="click-rule flags (no impression, too fast, duplicate, CTR) in 3600 s; more blocks",
+    )
+    users_flag: int | None = Field(
+        default=None,
+        ge=2,
+        description="distinct users seen in users_window_s from which the actor's events are flagged",
+    )
+    users_block: int | None = Field(
+        default=None, ge=2, description="distinct users in users_window_s from which it is blocked"
+    )
+    users_window_s: int = Field(default=86400, ge=1, description="window of the distinct-users count")
+    block_ttl_s: int = Field(
+        default=86400, ge=1, description="how long (event time) a block lasts after its last cause"
+    )
+
+
+class FraudDeviceLimits(FraudActorLimits):
+    """A device's limits: a phone or browser is personal; a family tablet sees 2-3 accounts a day, a farm
+    device dozens."""
+
+    users_flag: int | None = Field(default=3, ge=2, description="distinct users in users_window_s: flag")
+    users_block: int | None = Field(default=4, ge=2, description="distinct users in users_window_s: block")
+
+
+class FraudIpLimits(FraudActorLimits):
+    """An IP's limits: households and carrier NAT put many people behind one IP, so higher limits, shorter
+    blocks, and never a block for its user count alone (flag only)."""
+
+    requests_per_min: int = Field(
+        default=300, ge=1, description="distinct requests (slates) in 60 s; more blocks"
+    )
+    clicks_per_min: int = Field(default=150, ge=1, description="clicks in 60 s; more blocks")
+    clicks_per_hour: int = Field(default=3000, ge=1, description="clicks in 3600 s; more blocks")
+    ctr_min_impressions: int = Field(default=100, ge=1, description="impressions before the CTR rule applies")
+    max_flags_per_hour: int = Field(default=50, ge=1, description="click-rule flags in 3600 s; more blocks")
+    users_flag: int | None = Field(default=50, ge=2, description="distinct users in users_window_s: flag")
+    users_window_s: int = Field(default=3600, ge=1, description="window of the distinct-users count")
+    block_ttl_s: int = Field(default=3600, ge=1, description="how long (event time) a block lasts")
+
+
+class FraudSettings(BaseModel):
+    """Real-time anti-fraud (``control/fraud.py``): sliding-window rules per user, device and IP in Redis.
+
+    Windows run on event time (the event's ``ts``), so a replayed log is judged as it was live.
+    """
+
+    enabled: bool = True
+    user: FraudActorLimits = Field(default_factory=FraudActorLimits)
+    device: FraudDeviceLimits = Field(default_factory=FraudDeviceLimits)
+    ip: FraudIpLimits = Field(default_factory=FraudIpLimits)
+    impression_window_s: int = Field(
+        default=1800,
+        ge=1,
+        description="a click needs an impression of its item (same user, or same request) this recently",
+    )
+    min_click_delay_ms: int = Field(
+        default=500,
+        ge=0,
+        description="a click sooner than this after its impression is flagged (faster than a human)",
+    )
+    duplicate_click_window_s: int = Field(
+        default=86400,
+        ge=1,
+        description="a second click of the same user on the same item within this is flagged",
+    )
+    event_id_ttl_s: int = Field(
+        default=86400, ge=1, description="an event_id seen again within this is a replay (flagged)"
+    )
+    ctr_window_s: int = Field(default=3600, ge=60, description="window of the abnormal-CTR rule")
+    propagate_device_block: bool = Field(
+        default=True,
+        description="a blocked device also blocks the accounts seen on it (device users_window_s)",
+    )
+    blocked_response: Literal["fallback", "429"] = Field(
+        default="fallback",
+        description="what the service gives a blocked actor: non-personalised results, or HTTP 429",
+    )
+    audit_max_len: int = Field(
+        default=1_000_000, ge=1, description="quarantined events kept in the audit stream (approx.)"
+    )
+    blocklist_refresh_s: float = Field(
+        default=60.0, ge=0, description="how often the published blocklist pointer is re-read"
+    )
+
+
+class SafetySettings(BaseModel):
+    """Content safety (``control/safety.py``): the machine review of items (high recall: anything doubtful goes
+    to a human), the review queue, and the moderation states in Redis that serving applies to its catalog."""
+
+    enabled: bool = True
+    banned_words: list[str] = Field(
+        default_factory=lambda: ["porn", "porno", "xxx", "hentai", "kill yourself", "child abuse"],
+        description="words / phrases of the banned_word rule (whole words, after leetspeak and obfuscation "
+        "normalisation: p0rn, p.o.r.n, pooorn)",
+    )
+    suspicious_words: list[str] = Field(
+        default_factory=lambda: ["sex", "nude", "naked", "nsfw", "escort", "onlyfans", "casino", "betting",
+                                 "viagra", "cocaine", "heroin", "gore", "crypto", "giveaway", "free money",
+                                 "click here"],  # fmt: skip
+        description="words / phrases of the suspicious_word rule (same matching): sent to review",
+    )
+    reject_rules: list[str] = Field(
+        default_factory=lambda: ["banned_word"],
+        description="rules that reject an item without review (control/safety.py SafetyRule); [] queues all",
+    )
+    queue_score: float = Field(
+        0.25, gt=0, le=1, description="risk score (sum of the fired rules' weights, at most 1) from which an "
+        "item waits for review; below it the item is approved",
+    )
+    max_tags: int = Field(30, ge=1, description="more tags than this is tag stuffing (spam)")
+    unreviewed: Literal["approved", "pending"] = Field(
+        "approved",
+        description="state served for items the review never saw: approved (the catalog's default) or "
+        "pending (strict: nothing is served before its review)",
+    )
+    refresh_s: float = Field(5.0, ge=0, description="how often a service worker checks the moderation version")
+    audit_max_len: int = Field(1_000_000, ge=1, description="moderation decisions kept in the audit stream")
+
+
 class Settings(BaseSettings):
     """Root of the settings tree."""
 
@@ -218,6 +419,9 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    pacing: PacingSettings = Field(default_factory=PacingSettings)
+    fraud: FraudSettings = Field(default_factory=FraudSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
 
     @classmethod
     def settings_customise_sources(

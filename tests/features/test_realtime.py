@@ -395,3 +395,25 @@ def test_consumer_on_kafka(store: RealtimeStore, kafka_url: str) -> None:
         again.close()
     finally:
         kbus.close()
+
+
+def test_consumer_applies_only_events_the_fraud_screen_allows(
+    store: RealtimeStore, bus: EventBus, client: redis.Redis, keys: RedisKey
+) -> None:
+    """Anti-fraud sits before the features: an impression-less click never reaches them, but is audited."""
+    from recstack.control.fraud import FraudGuard
+
+    guard = FraudGuard(client, keys)
+    topic = f"events-{uuid.uuid4().hex[:6]}"
+    shown = event("f1", "impression", 5, 20, T - 5 * MIN, device_id="d5", ip="10.0.0.5")
+    clicked = event("f2", "click", 5, 20, T - 4 * MIN, device_id="d5", ip="10.0.0.5")
+    blind = event("f3", "click", 5, 21, T - 3 * MIN, device_id="d5", ip="10.0.0.5")  # never shown
+    bus.publish(topic, [e.to_json_bytes() for e in (shown, clicked, blind)])
+    consumer = RealtimeConsumer(bus, store, topic, "rt", "c1", batch_size=10, poll_timeout_s=0.1,
+                                snapshot_interval_s=1e9, now_ms=lambda: T, screen=guard)  # fmt: skip
+    _until(lambda: consumer.processed >= 3, consumer.run_once)
+    assert consumer.quarantined == 1 and consumer.counters()["quarantined"] == 1
+    user = store.user_features(5, T)
+    assert user.counts["user_clicks_30m"] == 1 and user.recent_items.tolist() == [20]
+    audit = guard.audit_log()
+    assert [r.event.event_id for r in audit] == ["f3"]

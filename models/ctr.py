@@ -105,18 +105,27 @@ class CtrEncoder:
             out[:, j] = frame[f].map(self.vocab[f]).fillna(0).to_numpy(np.int64)
         return out
 
+    def multi_codes(self, values: Sequence[Sequence[object]]) -> np.ndarray:
+        """(n, max_multi) codes of the multi-valued field, 0-padded (unknown values are 0)."""
+        multi = np.zeros((len(values), self.max_multi), dtype=np.int64)
+        for i, vs in enumerate(values):
+            ids = [self.multi_vocab.get(v, 0) for v in vs][: self.max_multi]
+            multi[i, : len(ids)] = ids
+        return multi
+
     def transform(self, frame: pd.DataFrame) -> CtrBatch:
-        codes = self.codes(frame)
+        n = len(frame)
+        multi = self.multi_codes(list(frame[self.multi_field])) if self.multi_field else np.zeros((n, self.max_multi), np.int64)
+        dense = np.column_stack([frame[d].astype(float).to_numpy() for d in self.dense]) if self.dense else np.zeros((n, 0))
+        return self.encode(self.codes(frame), multi, dense)
+
+    def encode(self, codes: np.ndarray, multi: np.ndarray, dense_raw: np.ndarray) -> CtrBatch:
+        """The model input from per-field codes (n, F), multi-valued codes (n, max_multi) and the raw dense
+        values (n, D) in ``dense`` order (normalised here with the fitted statistics). ``transform`` and the
+        online ranker both come through here, so training and serving encode alike."""
         offsets = np.concatenate([[0], np.cumsum(self.cardinalities)[:-1]])
         sparse = codes + offsets
-        n = len(frame)
-        multi = np.zeros((n, self.max_multi), dtype=np.int64)
-        multi_lists: list[list[int]] = []
-        if self.multi_field:
-            for i, vs in enumerate(frame[self.multi_field]):
-                ids = [self.multi_vocab.get(v, 0) for v in vs][: self.max_multi]
-                multi[i, : len(ids)] = ids
-                multi_lists.append(ids)
+        n = len(codes)
         pos = {f: j for j, f in enumerate(self.fields)}
         crosses = []
         for k, (left, right) in enumerate(self.crosses):
@@ -126,10 +135,9 @@ class CtrEncoder:
             else:
                 crosses.append(hash_cross(codes[:, pos[left]], codes[:, pos[right]], k + 1)[:, None])
         cross = np.hstack(crosses) if crosses else np.zeros((n, 0), np.int64)
-        dense = np.zeros((n, len(self.dense)), dtype=np.float32)
-        for j, d in enumerate(self.dense):
-            mean, std = self.dense_stats[d]
-            dense[:, j] = (frame[d].astype(float).to_numpy() - mean) / std
+        mean = np.array([self.dense_stats[d][0] for d in self.dense], np.float64)
+        std = np.array([self.dense_stats[d][1] for d in self.dense], np.float64)
+        dense = ((np.asarray(dense_raw, np.float64).reshape(n, len(self.dense)) - mean) / std).astype(np.float32)
         return CtrBatch(torch.from_numpy(sparse), torch.from_numpy(multi), torch.from_numpy(cross),
                         torch.from_numpy(dense))  # fmt: skip
 

@@ -14,8 +14,9 @@ import time as _time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -25,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from recstack.features.bus import EventBus, open_bus
 from recstack.features.redis_local import ensure_redis_url
 from recstack.features.settings import Settings, load_settings
+from recstack.models.artifact import ArtifactError
 from recstack.online.contracts import (
     EventBatch,
     EventsAccepted,
@@ -33,13 +35,17 @@ from recstack.online.contracts import (
     RequestContext,
     SimilarResponse,
 )
+from recstack.online.ctr_ranker import ChampionRanker, load_ranker_file
 from recstack.online.lifecycle import DirectorySource, MlflowAliasSource, ReleaseManager, ReleaseSource
 from recstack.online.metrics import ServiceMetrics
 from recstack.online.pipeline import Recommender, ServingRelease
-from recstack.online.ranking import Ranker
+from recstack.online.ranking import ControlStage, Ranker
 from recstack.online.realtime import RealtimeReader
 from recstack.online.spool import EventSpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from recstack.control.pacing import ExposurePacer
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,10 @@ class ServiceState:
         self.metrics = metrics
         self.spool = spool
         self.realtime = realtime
+        self.champion: ChampionRanker | None = None  # the registry's ranker, when serving.ranker = ctr
+        self.ranker_version: str | None = None
+        self.next_ranker_check = 0.0
+        self.pacer: ExposurePacer | None = None  # counts served items when pacing is enabled
 
     @property
     def recommender(self) -> Recommender:
@@ -86,6 +96,22 @@ class ServiceState:
         if rec is None:
             raise NotReadyError("no model loaded yet")
         return rec
+
+
+def open_ctr_ranker(s: Settings) -> tuple[Ranker, ChampionRanker | None]:
+    """The ``ctr`` fine ranker: ``serving.ranker_path`` if set, else the registry's alias (re-checked by the
+    background loop). Fails the start with a clear error when there is none."""
+    if s.serving.ranker_path is not None:
+        return load_ranker_file(s.serving.ranker_path, s.serving.ranker_weights), None
+    champion = ChampionRanker(s.mlflow_tracking_uri, s.serving.ranker_model, s.serving.alias,
+                              s.home / "ranker-cache", s.serving.ranker_weights)  # fmt: skip
+    try:
+        champion.check()
+    except Exception as exc:
+        raise ArtifactError(f"serving.ranker = ctr: cannot load {champion.model_name}@{s.serving.alias} "
+                            f"({exc}); train and promote one (recstack train / promote) or set ranker_path") from exc  # fmt: skip
+    assert champion.ranker is not None
+    return champion.ranker, champion
 
 
 async def get_state(request: Request) -> ServiceState:  # async: FastAPI would run a sync one on a thread
@@ -129,6 +155,17 @@ def _background(state: ServiceState, stop: threading.Event) -> None:
                 log.debug("bus still unavailable: %s", exc)
         if state.realtime is not None:
             state.realtime.refresh_items()
+        champion = state.champion
+        if champion is not None and time.monotonic() >= state.next_ranker_check:
+            state.next_ranker_check = time.monotonic() + state.settings.serving.reload_interval_s
+            try:
+                if champion.check():
+                    state.ranker_version = champion.version
+                    state.metrics.reloads.labels("ranker").inc()
+                    log.info("ranker %s v%s swapped in", champion.model_name, champion.version)
+            except Exception:  # refused: the current ranker keeps serving
+                log.exception("ranker %s: the new champion was refused", champion.model_name)
+                state.metrics.reloads.labels("ranker_refused").inc()
 
 
 class ObserveMiddleware:
@@ -174,8 +211,22 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
                                           s.serving.redis_retry_s)  # fmt: skip
         pool = cf.ThreadPoolExecutor(max_workers=4 * max(len(s.serving.channels), 1), thread_name_prefix="recall")
 
+        fine_ranker, champion = ranker, None
+        if fine_ranker is None and s.serving.ranker == "ctr":
+            fine_ranker, champion = open_ctr_ranker(s)
+        pacer = None
+        if s.pacing.enabled:  # PID exposure pacing: state shared by all workers in Redis
+            import redis as redis_sync
+            from recstack.control.pacing import pacer_from_settings
+            from recstack.features.keys import RedisKey
+
+            pacer = pacer_from_settings(redis_sync.Redis.from_url(redis_url), RedisKey(s.redis.key_prefix), s.pacing)
+            pacer.start_background_refresh()
+        control: list[ControlStage] = [pacer] if pacer is not None else []
+
         def build(release: ServingRelease) -> Recommender:
-            return Recommender(release, s.serving, realtime=realtime, ranker=ranker, pool=pool)
+            return Recommender(release, s.serving, realtime=realtime, ranker=fine_ranker, pool=pool,
+                               control=list(control))  # fmt: skip
 
         def on_event(kind: str, detail: str) -> None:
             metrics.reloads.labels(kind).inc()
@@ -186,6 +237,10 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         if event_bus is None:
             event_bus = open_bus(s.bus.url or redis_url, s.bus, key_prefix=s.redis.key_prefix)
         state = ServiceState(s, manager, event_bus, metrics, EventSpool(s.spool_dir), realtime)
+        state.champion = champion
+        state.pacer = pacer
+        state.ranker_version = champion.version if champion is not None else getattr(fine_ranker, "version", None)
+        state.next_ranker_check = time.monotonic() + s.serving.reload_interval_s
         app.state.service = state
         manager.start()
         stop = threading.Event()
@@ -195,6 +250,8 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         stop.set()
         manager.stop()
         worker.join(timeout=5)
+        if pacer is not None:
+            pacer.close()
         pool.shutdown(wait=False, cancel_futures=True)
         await realtime.aclose()
         if bus is None and event_bus is not None:
@@ -256,6 +313,12 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
             log.exception("recommend failed for user %s; serving the popularity fallback", user_id)
             m.errors.labels("recommend").inc()
             rec = recommender.fallback_only(user_id, k, context)
+        if state.pacer is not None and rec.items:  # exposures of paced items (one pipelined INCRBY)
+            try:
+                state.pacer.record_exposures(np.fromiter((i.item_id for i in rec.items), np.int64, len(rec.items)))
+            except Exception:  # Redis down: the counts miss this list; the request is still served
+                log.warning("pacing: could not record exposures", exc_info=True)
+                m.fallbacks.labels("pacing").inc()
         m.observe_recommendation(rec.stages, [(r.name, r.status, len(r.candidates)) for r in rec.channels])
         if rec.fallback:
             m.fallbacks.labels("cold_start").inc()
@@ -312,6 +375,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         rt = state.realtime
         return {"status": "ready", "model_version": state.recommender.release.version,
                 "release": state.manager.ident, "reloads": state.manager.reloads,
+                "ranker": state.recommender.ranker.name, "ranker_version": state.ranker_version,
                 "redis": "ok" if rt is None or rt.healthy else "degraded"}  # fmt: skip
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

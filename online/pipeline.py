@@ -260,7 +260,7 @@ class Recommender:
         t3 = time.perf_counter()
         stages["prerank"] = t3 - t2
 
-        batch = self._batch(user, merged, vectors, has_vector, now)
+        batch = self._batch(user, merged, vectors, has_vector, now, context.page, context.device)
         try:
             scores = np.asarray(self.ranker.score(batch), dtype=np.float64)
             if scores.shape != (len(merged),) or not np.isfinite(scores).all():
@@ -299,7 +299,7 @@ class Recommender:
         return Recommendation(items, self.release.version, True, ["internal"])
 
     def _batch(self, user: UserView, m: Merged, vectors: np.ndarray, has_vector: np.ndarray,
-               now: float) -> RankBatch:  # fmt: skip
+               now: float, page: str | None = None, device: str | None = None) -> RankBatch:  # fmt: skip
         cat = self.release.catalog
         rows = m.rows
         if cat.genre_names:
@@ -321,6 +321,7 @@ class Recommender:
             trending=np.log1p(cat.trending[rows]), genre_match=genre_match.astype(np.float32),
             user_realtime=np.log1p(np.array([user.realtime.get(n, 0.0) for n in RT_USER], np.float32)),
             item_realtime=np.log1p(item_rt), hour=hour_of_day(ts), weekday=weekday(ts),
+            user_id=user.user_id, item_ids=m.items, page=page, device=device,
         )  # fmt: skip
 
     def close(self) -> None:

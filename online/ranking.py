@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +43,10 @@ class RankBatch:
     item_realtime: np.ndarray  # (n, len(RT_ITEM)) log1p counts
     hour: int
     weekday: int
+    user_id: int = -1
+    item_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # (n,) ids of the candidates
+    page: str | None = None
+    device: str | None = None
 
     def __len__(self) -> int:
         return len(self.item_vectors)

@@ -69,6 +69,21 @@ def read_samples(lake_root: Path, since: dt.date | None = None) -> pd.DataFrame:
     return frame
 
 
+def feature_snapshot(lake_root: Path) -> dict[str, pd.DataFrame]:
+    """The latest ``user_features`` / ``item_features`` rows, saved with the ranker: what the service ranks
+    with (``online/ctr_ranker.py``)."""
+    out = {}
+    for key, table in (("users", LakeTable.USER_FEATURES), ("items", LakeTable.ITEM_FEATURES)):
+        path = Path(lake_root) / table
+        if not path.exists():
+            raise ArtifactError(f"no {table} snapshot at {path}: run `recstack features` first")
+        frame = ds.dataset(path, format="parquet").to_table().to_pandas()
+        if Col.GENRES in frame:
+            frame[Col.GENRES] = frame[Col.GENRES].map(lambda g: list(g) if g is not None else [])
+        out[key] = frame
+    return out
+
+
 def _window(frame: pd.DataFrame, eval_days: int) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     dates = sorted(frame[Col.EVENT_DATE].astype(str).unique())
     if len(dates) <= eval_days:
@@ -117,7 +132,8 @@ def train_ranker(settings: Settings, model: str = "widedeep", eval_days: int = 7
     with tempfile.TemporaryDirectory(prefix="recstack-ranker-") as tmp:
         out = Path(tmp) / "model"
         out.mkdir()
-        torch.save({"kind": model, "encoder": enc, "state": net.state_dict(), "version": version}, out / ARTIFACT)
+        torch.save({"kind": model, "encoder": enc, "state": net.state_dict(), "version": version,
+                    "snapshot": feature_snapshot(settings.lake_root)}, out / ARTIFACT)  # fmt: skip
         tracked = log_training_run(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root,
             experiment=settings.mlflow.experiment, run_name=version, params={"model": model, "epochs": epochs,

@@ -149,3 +149,80 @@ def test_ranker_training_and_gated_promotion_on_ml100k(ml100k_lake, tmp_path: Pa
     client = MlflowClient(s.mlflow_tracking_uri)
     assert str(client.get_model_version_by_alias(registered_name("widedeep"), "champion").version) == "1"
     assert client.get_model_version(registered_name("widedeep"), "2").tags["gate.decision"] == "refused"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(1500)
+def test_promoted_ranker_is_what_the_service_ranks_with(ml100k_lake, redis_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """serving.ranker = ctr loads recstack-ranker-<model>@champion: the service reports and ranks with the
+    promoted version, its online encoding equals the offline one, and moving the alias swaps the ranker."""
+    import time
+
+    from fastapi.testclient import TestClient
+    from mlflow.tracking import MlflowClient
+    from recstack.features.definitions import FEATURES_BY_NAME
+    from recstack.features.settings import Settings
+    from recstack.models.ctr import predict
+    from recstack.offline.jobs.rank import promote_ranker, registered_name, train_ranker
+    from recstack.offline.jobs.train import run_train_job
+    from recstack.online.app import create_app, open_ctr_ranker
+    from recstack.online.ranking import RT_ITEM, RT_USER, RankBatch
+
+    lake, _, _ = ml100k_lake
+    s = Settings(home=tmp_path, lake={"root": lake.root}, redis={"url": redis_url, "key_prefix": f"rk{time.time_ns()}"},
+                 serving={"ranker": "ctr", "ranker_model": "widedeep", "reload_interval_s": 0.2,
+                          "ranker_weights": {"click": 1.0}})  # fmt: skip
+    assert train_ranker(s, "widedeep", eval_days=14, epochs=1)["registered_version"] == "1"
+    assert promote_ranker(s, "widedeep", "1", eval_days=14).promoted
+    ranker, champion = open_ctr_ranker(s)
+    assert champion is not None and champion.version == "1" and ranker.name == "ctr"
+
+    # online encoding == offline transform of the same feature values (snapshot + context + real-time)
+    ctr = champion.ranker.current  # type: ignore[union-attr]
+    user_id, items = 13, np.array([1, 50, 100, 181, 258, 999_999], np.int64)  # the last is unknown
+    rt_user, rt_item = np.array([0.0, 1.0, 2.0], np.float32), np.full((len(items), len(RT_ITEM)), 0.5, np.float32)
+    batch = RankBatch(
+        user_vector=None, item_vectors=np.zeros((len(items), 4), np.float32), has_vector=np.zeros(len(items), bool),
+        recall_prior=np.ones(len(items)), channel=np.zeros(len(items), np.int64), trending=np.zeros(len(items)),
+        genre_match=np.zeros(len(items), np.float32), user_realtime=rt_user, item_realtime=rt_item, hour=20,
+        weekday=3, user_id=user_id, item_ids=items, page="home", device="web",
+    )  # fmt: skip
+    online = ctr.score(batch)
+    from recstack.offline.jobs.rank import feature_snapshot
+
+    snap = feature_snapshot(lake.root)
+    frame = pd.DataFrame({Col.ITEM_ID: items}).merge(snap["items"], on=Col.ITEM_ID, how="left")
+    urow = snap["users"][snap["users"][Col.USER_ID] == user_id].iloc[0]
+    for col in snap["users"].columns:
+        if col != Col.USER_ID:
+            frame[col] = urow[col]
+    frame[Col.USER_ID] = user_id
+    frame[Col.GENRES] = frame[Col.GENRES].map(lambda g: g if isinstance(g, list) else [])
+    frame = frame.assign(hour=20, weekday=3, page="home", slot=0, device="web")
+    for name in DENSE_FEATURES:  # as read_samples prepares them
+        if name in RT_USER:
+            frame[name] = rt_user[RT_USER.index(name)]
+        elif name in RT_ITEM:
+            frame[name] = rt_item[:, RT_ITEM.index(name)]
+        else:
+            col = frame[name].astype(float)
+            known = col.notna()
+            col = np.log1p(col.clip(lower=0)) if FEATURES_BY_NAME[name].log1p else col
+            frame[name] = col.where(known, ctr.enc.dense_stats[name][0])  # unknown item: the training mean
+    p = predict(ctr.model, ctr.enc.transform(frame))["click"]
+    np.testing.assert_allclose(online, np.log(p), rtol=1e-4, atol=1e-5)
+
+    # the service ranks with the promoted version; an alias move swaps it in without a restart
+    run_train_job(lake.root, s.serving_dir)
+    with TestClient(create_app(s)) as client:
+        ready = client.get("/readyz").json()
+        assert ready["ranker"] == "ctr" and ready["ranker_version"] == "1"
+        rec = client.get("/recommend", params={"user_id": user_id, "k": 5})
+        assert rec.status_code == 200 and len(rec.json()["items"]) == 5
+        second = train_ranker(s, "widedeep", eval_days=14, epochs=0)["registered_version"]
+        MlflowClient(s.mlflow_tracking_uri).set_registered_model_alias(registered_name("widedeep"), "champion", second)
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["ranker_version"] != second and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get("/readyz").json()["ranker_version"] == second
+        assert client.get("/recommend", params={"user_id": user_id, "k": 5}).status_code == 200

@@ -171,3 +171,34 @@ def test_corrupt_neighbour_lists_are_refused(settings: Settings, tmp_path: Path)
     (broken / NEIGHBORS_FILE).write_bytes(b"not a zip")
     with pytest.raises(ArtifactError, match="cannot read item neighbours"):
         ServingRelease.load(broken)
+
+
+def test_pid_pacing_caps_an_items_exposure_across_requests(settings: Settings, client: TestClient) -> None:
+    """pacing.enabled: the pacer is the cascade's control stage and counts what is served; a capped item stops
+    being served at its daily cap, and the shared Redis count is exactly what was served."""
+    from recstack.control.pacing_store import PacingStore
+
+    users = list(range(1, 60))
+    seen: dict[int, int] = {}
+    for u in users:  # the unpaced service: which item is served most?
+        for item in client.get("/recommend", params={"user_id": u, "k": 10}).json()["items"]:
+            seen[item["item_id"]] = seen.get(item["item_id"], 0) + 1
+    head, shown = max(seen.items(), key=lambda kv: kv[1])
+    assert shown >= 10
+    cap = 4
+    paced = settings.model_copy(update={
+        "redis": settings.redis.model_copy(update={"key_prefix": f"pace{time.time_ns()}"}),
+        "pacing": settings.pacing.model_copy(update={"enabled": True, "seed": 1, "cache_ttl_s": 0.05,
+                                                     "entities": [{"name": f"item:{head}", "items": [head],
+                                                                   "daily_cap": cap}]}),
+    })  # fmt: skip
+    paced = Settings.model_validate(paced.model_dump())
+    with TestClient(create_app(paced)) as pc:
+        served = 0
+        for u in users:
+            items = [i["item_id"] for i in pc.get("/recommend", params={"user_id": u, "k": 10}).json()["items"]]
+            served += items.count(head)
+        store = pc.app.state.service.pacer.store  # type: ignore[attr-defined]
+        assert isinstance(store, PacingStore)
+    assert 1 <= served <= cap  # throttled and hard-stopped at the cap (it was shown to >= 10 users unpaced)
+    assert int(store.view(time.time()).counts.sum()) == served  # the shared Redis count is what was served

@@ -138,6 +138,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_serve_bench(args.items, args.users, args.duration, concurrency=args.concurrency,
                                  workers=args.workers, k=args.k, seed=args.seed, progress=progress,
                                  connections=args.connections)  # fmt: skip
+    elif args.what == "fraud":
+        import tempfile
+
+        from recstack.features.redis_local import free_port, start_redis_server
+        from recstack.offline.bench.fraud import run_fraud_bench
+
+        with tempfile.TemporaryDirectory(prefix="recstack-fraud-") as tmp:
+            port = free_port()
+            redis_proc = start_redis_server(port, Path(tmp), persist=False)
+            try:
+                result = run_fraud_bench(args.data, f"redis://127.0.0.1:{port}/0", seed=args.seed,
+                                         progress=progress, settings=settings.fraud)  # fmt: skip
+            finally:
+                redis_proc.terminate()
+                redis_proc.wait(10)
+    elif args.what == "pacing":
+        from recstack.features.redis_local import ensure_redis_url
+        from recstack.offline.bench.pacing import run_pacing_bench
+
+        result = run_pacing_bench(ensure_redis_url(settings), seed=args.seed)
     else:
         from recstack.offline.bench.embeddings import bench_embeddings
 
@@ -256,8 +276,52 @@ def cmd_realtime(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     if args.seconds:
         threading.Timer(args.seconds, stop.set).start()
-    counters = run_realtime_consumer(_settings(args), stop, progress=StepProgress(1).line)
+    settings = _settings(args)
+    screen = None
+    if settings.fraud.enabled:  # anti-fraud before the features: flagged / blocked events are only audited
+        from recstack.control.fraud import FraudGuard
+        from recstack.features.keys import RedisKey
+
+        def screen(client):  # type: ignore[no-untyped-def]
+            return FraudGuard(client, RedisKey(settings.redis.key_prefix), settings.fraud)
+
+    counters = run_realtime_consumer(settings, stop, progress=StepProgress(1).line, screen=screen)
     print(json.dumps(counters))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from recstack.models.ensemble import EnsembleConfig
+    from recstack.offline.jobs.export import ExportConfig, export_recommendations
+
+    if args.what == "evaluate":
+        from recstack.offline.jobs.export import evaluate_export
+
+        metrics = evaluate_export(args.recs, args.test, args.train, args.k)
+        print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+        return 0
+    settings = _settings(args)
+    cfg = ExportConfig(k=args.k, seed=args.seed, exposure_discount=args.exposure_discount, diversify=args.diversify,
+                       ensemble=EnsembleConfig(deepwalk_seeds=args.deepwalk_seeds,
+                                               graphsage_seeds=args.graphsage_seeds))  # fmt: skip
+    report = export_recommendations(settings, args.data, args.out, cfg, progress=StepProgress(1).line)
+    print(json.dumps({"out": str(report.out), "users": report.users, "rows": report.rows,
+                      "items_covered": report.items_covered, "model_version": report.model_version,
+                      "ratings_read": report.ingest.records_read,
+                      "quarantined": report.ingest.quarantined_total,
+                      "seconds": {k: round(v, 1) for k, v in report.seconds.items()}}))  # fmt: skip
+    return 0
+
+
+def cmd_pacing(args: argparse.Namespace) -> int:
+    from recstack.features.redis_local import ensure_redis_url
+    from recstack.offline.bench.pacing import autotune_gains
+
+    settings = _settings(args)
+    progress = StepProgress(1).line if not args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    result = autotune_gains(ensure_redis_url(settings), seed=args.seed, trials=args.trials,
+                            refine_rounds=args.rounds, progress=progress)  # fmt: skip
+    print(json.dumps(result, default=str) if args.json else json.dumps(result, indent=1, default=str))
     return 0
 
 
@@ -376,6 +440,61 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--k", type=_positive, default=10, help="items per request")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="batch exports through the serving pipeline", description="Batch exports.")
+    esub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = esub.add_parser("recommendations", parents=[common], help="top-K unseen items for every user of a MovieLens directory",
+                        description="Ingest a MovieLens directory (100K, 1M/10M .dat or CSV; a u.data replaced by a "
+                        "split's train.tsv works), train the recall ensemble, publish a release and write the "
+                        "service's top-K for every user as CSV user_id,item_id,score,rank (seen items excluded, "
+                        "deterministic for --seed). The last output line is a JSON summary.")  # fmt: skip
+    q.add_argument("--data", type=Path, required=True, help="MovieLens directory")
+    q.add_argument("--k", type=_positive, default=10)
+    q.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--diversify", action="store_true", help="keep the service's genre-diversity re-rank window")
+    q.add_argument("--exposure-discount", type=float, default=0.175,
+                   help="lambda of the exposure-discount control stage (coverage); 0 turns it off")  # fmt: skip
+    q.add_argument("--deepwalk-seeds", type=int, default=3, help="DeepWalk members of the ensemble")
+    q.add_argument("--graphsage-seeds", type=int, default=3, help="GraphSAGE members of the ensemble")
+    q.set_defaults(func=cmd_export)
+    q = esub.add_parser("evaluate", parents=[common], help="score an exported CSV against a held-out split",
+                        description="nDCG / recall / precision / MAP / hit rate @K, catalog coverage and popularity "
+                        "bias of an exported CSV against a test file (user, item, rating, ts; tab-separated), "
+                        "averaged over every test user. The last output line is JSON.")  # fmt: skip
+    q.add_argument("--recs", type=Path, required=True, help="CSV written by export recommendations")
+    q.add_argument("--test", type=Path, required=True)
+    q.add_argument("--train", type=Path, required=True, help="the training file (seen items, popularity)")
+    q.add_argument("--k", type=_positive, default=10)
+    q.set_defaults(func=cmd_export)
+
+    q = bsub.add_parser("fraud", parents=[common, json_opt], help="anti-fraud rules on replayed ml-100k with injected attacks",
+                        description="Replay MovieLens-100K as impressions and clicks, inject labelled attacks (bot "
+                        "click floods, click farms, replayed clicks, impression-less clicks), judge every event "
+                        "with the real-time guard on a private Redis, and print precision / recall per attack, "
+                        "the false-positive rate on normal users and the CTR model's test AUC trained on clean, "
+                        "attacked+filtered and attacked data.")  # fmt: skip
+    q.add_argument("--data", type=Path, required=True, help="MovieLens-100K directory")
+    q.add_argument("--seed", type=int, default=42)
+    q.set_defaults(func=cmd_bench)
+    q = bsub.add_parser("pacing", parents=[common, json_opt], help="PID exposure pacing against no control and a hard cap",
+                        description="Simulate a day of diurnal traffic with a 3x surge, driving the real pacing "
+                        "controller on Redis, and print overshoot of the daily cap, RMSE to the target curve, "
+                        "rise / settling intervals after the surge and the share of the day served, for no "
+                        "control, a hard cap and PID.")  # fmt: skip
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("pacing", help="exposure pacing tools", description="Exposure pacing tools.")
+    psub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = psub.add_parser("autotune", parents=[common, json_opt], help="search PID gains on the pacing simulator",
+                        description="Random search plus coordinate refinement of kp, ki, kd, dead band and "
+                        "integral discount on simulated surge days (tuning seeds), re-run on a held-out day. "
+                        "Prints the best gains (the [pacing] settings to use) and their metrics.")  # fmt: skip
+    q.add_argument("--trials", type=_positive, default=24, help="random draws before refinement")
+    q.add_argument("--rounds", type=int, default=2, help="coordinate refinement rounds")
+    q.add_argument("--seed", type=int, default=0, help="held-out day the winner is reported on")
+    q.set_defaults(func=cmd_pacing)
 
     p = sub.add_parser("train", parents=[common], help="train a recall model and publish a release",
                        description="Train a recall model, build the FAISS index, publish a serving release. "

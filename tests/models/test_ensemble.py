@@ -1,0 +1,53 @@
+"""The folded ensemble scores exactly as the weighted sum of the members' per-user standardised scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from recstack.models.artifact import EmbeddingArtifact
+from recstack.models.ensemble import EnsembleConfig, fold_ensemble, score_scale
+
+
+def _member(rng: np.random.Generator, users: int, items: int, dim: int, name: str) -> EmbeddingArtifact:
+    return EmbeddingArtifact(
+        model=name, version="v", user_ids=np.arange(users, dtype=np.int64),
+        user_vectors=rng.normal(size=(users, dim)).astype(np.float32) * rng.uniform(0.1, 5, (users, 1)).astype(np.float32),
+        item_ids=np.arange(100, 100 + items, dtype=np.int64),
+        item_vectors=(rng.normal(size=(items, dim)) + rng.normal(size=dim)).astype(np.float32),
+        popular_items=np.arange(100, 105, dtype=np.int64), popular_scores=np.ones(5, np.float32),
+        seen_indptr=np.zeros(users + 1, np.int64), seen_items=np.empty(0, np.int64),
+    )  # fmt: skip
+
+
+def test_score_scale_is_the_std_over_items() -> None:
+    rng = np.random.default_rng(0)
+    m = _member(rng, 20, 300, 8, "a")
+    direct = (m.user_vectors.astype(np.float64) @ m.item_vectors.T.astype(np.float64)).std(axis=1)
+    np.testing.assert_allclose(score_scale(m.user_vectors, m.item_vectors), direct, rtol=1e-6)
+
+
+def test_folded_scores_rank_like_the_standardised_sum() -> None:
+    rng = np.random.default_rng(1)
+    members = [_member(rng, 30, 200, 8, "a"), _member(rng, 30, 200, 4, "b"), _member(rng, 30, 200, 6, "c")]
+    weights = [0.5, 0.25, 1.0]
+    folded = fold_ensemble(members, weights, "ens")
+    assert folded.model == "ensemble" and folded.dim == 18
+    got = folded.user_vectors.astype(np.float64) @ folded.item_vectors.T.astype(np.float64)
+    want = np.zeros_like(got)
+    for m, w in zip(members, weights, strict=True):
+        s = m.user_vectors.astype(np.float64) @ m.item_vectors.T.astype(np.float64)
+        want += w * (s - s.mean(1, keepdims=True)) / s.std(1, keepdims=True)
+    diff = got - want  # a per-user constant (the dropped means), nothing item-dependent
+    np.testing.assert_allclose(diff - diff[:, :1], 0.0, atol=1e-4)
+    assert (np.argsort(-got, 1)[:, :10] == np.argsort(-want, 1)[:, :10]).mean() > 0.99
+
+
+def test_members_must_share_ids() -> None:
+    rng = np.random.default_rng(2)
+    a, b = _member(rng, 10, 50, 4, "a"), _member(rng, 11, 50, 4, "b")
+    with pytest.raises(ValueError, match="other ids"):
+        fold_ensemble([a, b], [1.0, 1.0], "x")
+    with pytest.raises(ValueError, match="one weight per member"):
+        fold_ensemble([a], [1.0, 2.0], "x")
+    with pytest.raises(ValueError, match="at least one member"):
+        EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0)

@@ -137,7 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result = run_serve_bench(args.items, args.users, args.duration, concurrency=args.concurrency,
                                  workers=args.workers, k=args.k, seed=args.seed, progress=progress,
-                                 connections=args.connections)  # fmt: skip
+                                 connections=args.connections, ranker=args.ranker)  # fmt: skip
     elif args.what == "fraud":
         import tempfile
 
@@ -438,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep-alive connections of the load generator (default 4 x concurrency, each request sent "
                    "on a lightly loaded one, as an L7 load balancer does; = concurrency pins one per worker)")  # fmt: skip
     q.add_argument("--k", type=_positive, default=10, help="items per request")
+    q.add_argument("--ranker", choices=["mlp", "moe", "widedeep"], default="mlp",
+                   help="fine ranker: the MLP ranker, or the MoE / Wide&Deep CTR ranker (serving.ranker = ctr)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_bench)
 

@@ -185,8 +185,16 @@ class Recommendation:
 
 
 def make_ranker(settings: ServingSettings, dim: int) -> Ranker:
+    """The configured fine ranker. ``ctr`` from a file here; the service resolves the registry's champion
+    itself (``online/app.py``) and passes the ranker in."""
     if settings.ranker == "mlp":
         return MLPRanker(dim, state_path=settings.ranker_path)
+    if settings.ranker == "ctr":
+        from recstack.online.ctr_ranker import load_ranker_file
+
+        if settings.ranker_path is None:
+            raise ValueError("serving.ranker = ctr without ranker_path: pass the registry's ranker in")
+        return load_ranker_file(settings.ranker_path, settings.ranker_weights)
     return EmbeddingRanker()
 
 

@@ -172,6 +172,48 @@ def _percentiles(ms: np.ndarray) -> dict[str, float]:
             "p99_ms": round(float(np.percentile(ms, 99)), 3), "mean_ms": round(float(ms.mean()), 3)}  # fmt: skip
 
 
+def synthetic_ranker(path: Path, art: EmbeddingArtifact, catalog_genres: list[list[str]], model: str,
+                     seed: int = 0) -> Path:  # fmt: skip
+    """A ``ranker.pt`` (Wide&Deep or MoE) for the synthetic world: the encoder's vocabularies cover every user
+    and item, the feature snapshot has a row per user and item, the weights are the seeded initialisation (cost
+    only, like the untrained MLP)."""
+    import pandas as pd
+    import torch
+    from recstack.features.definitions import DENSE_FEATURES, FEATURES_BY_NAME
+    from recstack.models.ctr import CtrEncoder, MoEConfig, MoERanker, WideDeep
+    from recstack.offline.jobs.rank import CROSSES, FIELDS
+
+    rng = np.random.default_rng(seed)
+    n_u, n_i = len(art.user_ids), len(art.item_ids)
+    users = pd.DataFrame({
+        "user_id": art.user_ids, "age_bucket": rng.integers(1, 8, n_u), "gender": rng.choice(["M", "F"], n_u),
+        "occupation": rng.choice([f"occ{i}" for i in range(21)], n_u), "zip_prefix": rng.choice([f"{i:03d}" for i in range(100)], n_u),
+    })  # fmt: skip
+    items = pd.DataFrame({"item_id": art.item_ids, "genres": catalog_genres,
+                          "release_year": rng.integers(1950, 2026, n_i)})  # fmt: skip
+    for d in DENSE_FEATURES:
+        group = FEATURES_BY_NAME[d].group
+        if group == "user":
+            users[d] = rng.gamma(2.0, 5.0, n_u)
+        elif group == "item":
+            items[d] = rng.gamma(2.0, 50.0, n_i)
+    n = max(n_u, n_i)
+    fit = pd.concat([users.iloc[np.arange(n) % n_u].reset_index(drop=True),
+                     items.iloc[np.arange(n) % n_i].reset_index(drop=True)], axis=1)  # fmt: skip
+    fit = fit.assign(hour=np.arange(n) % 24, weekday=np.arange(n) % 7, page=rng.choice(["home", "detail"], n),
+                     slot=np.arange(n) % 10, device=rng.choice(["ios", "android", "web"], n))  # fmt: skip
+    for d in DENSE_FEATURES:
+        if d not in fit:
+            fit[d] = np.log1p(rng.poisson(1.0, n)).astype(float)
+    enc = CtrEncoder(FIELDS, "genres", CROSSES, dense=list(DENSE_FEATURES)).fit(fit)
+    torch.manual_seed(seed)
+    net = WideDeep(enc) if model == "widedeep" else MoERanker(enc, MoEConfig())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": model, "encoder": enc, "state": net.state_dict(), "version": f"synthetic-{model}",
+                "snapshot": {"users": users, "items": items}}, path)  # fmt: skip
+    return path
+
+
 def compute_floor(settings: Settings, redis_url: str, paths: list[str], n: int) -> dict[str, Any]:
     """``Recommender.recommend`` for the first ``n`` requests, in process (no HTTP), one at a time."""
     from urllib.parse import parse_qs, urlparse
@@ -205,13 +247,13 @@ def compute_floor(settings: Settings, redis_url: str, paths: list[str], n: int) 
             "floor_stage_p50_ms": {s: round(float(np.percentile(v, 50)), 3) for s, v in stages.items()}}  # fmt: skip
 
 
-def _floor_in_subprocess(home: Path, redis_url: str, paths: list[str], n: int) -> dict[str, Any]:
+def _floor_in_subprocess(home: Path, redis_url: str, paths: list[str], n: int,
+                         ranker_env: dict[str, str]) -> dict[str, Any]:  # fmt: skip
     """``compute_floor`` in a fresh process with the service workers' thread settings (one BLAS thread)."""
     paths_file = home / "floor-paths.txt"
     paths_file.write_text("\n".join(paths[: n + 200]) + "\n")
-    env = {**os.environ, "RECSTACK_HOME": str(home), "RECSTACK_REDIS__URL": redis_url,
-           "RECSTACK_SERVING__RANKER": "mlp", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1"}  # fmt: skip
+    env = {**os.environ, "RECSTACK_HOME": str(home), "RECSTACK_REDIS__URL": redis_url, **ranker_env,
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
     out = subprocess.run([sys.executable, "-m", "recstack.offline.bench.serve", "floor", str(paths_file), str(n)],
                          env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
     if out.returncode != 0:
@@ -238,25 +280,41 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> N
 
 def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: int = 8, workers: int = 2,
                     k: int = 10, seed: int = 0, progress: Progress = print,
-                    connections: int | None = None) -> dict[str, Any]:  # fmt: skip
+                    connections: int | None = None, ranker: str = "mlp") -> dict[str, Any]:  # fmt: skip
+    """``ranker``: ``mlp`` (the MLP ranker) or ``moe`` / ``widedeep`` (the CTR rankers of ``serving.ranker =
+    ctr``); all with their seeded initial weights, which cost what trained ones do."""
+    if ranker not in ("mlp", "moe", "widedeep"):
+        raise ValueError(f"--ranker must be mlp, moe or widedeep, got {ranker!r}")
     with tempfile.TemporaryDirectory(prefix="recstack-bench-serve-") as tmp:
         home = Path(tmp)
         port = free_port()
         redis_port = free_port()
         redis_proc = start_redis_server(redis_port, home / "redis", persist=False)
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        env_settings = {"RECSTACK_HOME": str(home), "RECSTACK_REDIS__URL": redis_url,
-                        "RECSTACK_SERVING__RANKER": "mlp", "RECSTACK_SERVING__RELOAD_INTERVAL_S": "30"}  # fmt: skip
+        ranker_env = {"RECSTACK_SERVING__RANKER": "mlp"}
+        if ranker != "mlp":
+            ranker_env = {"RECSTACK_SERVING__RANKER": "ctr", "RECSTACK_SERVING__RANKER_PATH": str(home / "ranker.pt")}
+        env_settings = {"RECSTACK_HOME": str(home), "RECSTACK_REDIS__URL": redis_url, **ranker_env,
+                        "RECSTACK_SERVING__RELOAD_INTERVAL_S": "30"}  # fmt: skip
         settings = Settings(home=home, redis={"url": redis_url}, serving={"ranker": "mlp"})
         server: subprocess.Popen[bytes] | None = None
         try:
             t0 = time.perf_counter()
             _, art, index_kind = synthetic_release(settings, n_items, n_users, seed=seed, progress=progress)
+            if ranker != "mlp":
+                from recstack.models.catalog import Catalog as _Catalog
+                from recstack.offline.jobs.train import current_release
+
+                cat = _Catalog.load(current_release(settings.serving_dir) / "catalog")
+                genres = [[cat.genre_names[g] for g in cat.genre_idx[cat.genre_indptr[r]:cat.genre_indptr[r + 1]]]
+                          for r in range(len(cat.item_ids))]  # fmt: skip
+                synthetic_ranker(home / "ranker.pt", art, genres, ranker, seed)
+                progress(f"{ranker} ranker: seeded weights, feature snapshot of {len(art.user_ids):,} users")
             build_s = time.perf_counter() - t0
             seeded = seed_realtime(redis_url, settings.redis.key_prefix, art, min(20 * n_users, 500_000), seed)
             progress(f"real-time store: {seeded:,} events applied")
             paths = request_paths(art.user_ids, 20_000, k, seed)
-            floor = _floor_in_subprocess(home, redis_url, paths, 2000)
+            floor = _floor_in_subprocess(home, redis_url, paths, 2000, ranker_env)
             progress(f"compute floor p50 {floor['floor_p50_ms']} ms, p99 {floor['floor_p99_ms']} ms, "
                      f"{floor['candidates_ranked_mean']} candidates ranked")  # fmt: skip
             paths_file = home / "paths.txt"
@@ -288,7 +346,7 @@ def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: 
         "items": n_items, "users": n_users, "workers": workers, "concurrency": concurrency, "k": k,
         "duration_s": duration_s, "rps": round(summary["rps"], 1), "p50_ms": summary["p50_ms"],
         "p95_ms": summary["p95_ms"], "p99_ms": summary["p99_ms"], "errors": summary["errors"],
-        "requests": summary["requests"], **floor, "ranker": "mlp (128-64, untrained weights: cost only)",
+        "requests": summary["requests"], **floor, "ranker": f"{ranker} (seeded weights: cost only)",
         "connections": connections or 4 * concurrency, "index": index_kind, "release_build_s": round(build_s, 1), "loadgen_cpu_s": summary.get("client_cpu_s"),
     }  # fmt: skip
 

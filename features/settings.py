@@ -359,6 +359,10 @@ class FraudSettings(BaseModel):
         default="fallback",
         description="what the service gives a blocked actor: non-personalised results, or HTTP 429",
     )
+    check_requests: bool = Field(
+        default=True,
+        description="/recommend checks the user, X-Device-Id and client IP against blocks (one Redis round trip)",
+    )
     audit_max_len: int = Field(
         default=1_000_000, ge=1, description="quarantined events kept in the audit stream (approx.)"
     )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import orjson
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -45,6 +45,7 @@ from recstack.online.spool import EventSpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
+    from recstack.control.fraud import FraudGuard
     from recstack.control.pacing import ExposurePacer
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class ServiceState:
         self.ranker_version: str | None = None
         self.next_ranker_check = 0.0
         self.pacer: ExposurePacer | None = None  # counts served items when pacing is enabled
+        self.fraud_guard: FraudGuard | None = None  # request-time block check (fraud.check_requests)
+        self.fraud_retry_at = 0.0  # after a failed check, skip checks until then (monotonic s)
 
     @property
     def recommender(self) -> Recommender:
@@ -96,6 +99,19 @@ class ServiceState:
         if rec is None:
             raise NotReadyError("no model loaded yet")
         return rec
+
+
+def _blocked(state: ServiceState, user_id: int, device_id: str | None, ip: str | None) -> bool:
+    """Whether anti-fraud blocks this request's user, device or IP (False when Redis cannot say)."""
+    guard = state.fraud_guard
+    if guard is None or _time.monotonic() < state.fraud_retry_at:
+        return False
+    try:
+        return guard.is_blocked(user_id, device_id, ip)
+    except Exception:  # Redis down: serve, and skip the check for redis_retry_s (the event side still screens)
+        log.debug("anti-fraud check unavailable", exc_info=True)
+        state.fraud_retry_at = _time.monotonic() + state.settings.serving.redis_retry_s
+        return False
 
 
 def open_ctr_ranker(s: Settings) -> tuple[Ranker, ChampionRanker | None]:
@@ -239,6 +255,15 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         state = ServiceState(s, manager, event_bus, metrics, EventSpool(s.spool_dir), realtime)
         state.champion = champion
         state.pacer = pacer
+        if s.fraud.enabled and s.fraud.check_requests:
+            import redis as redis_sync
+            from recstack.control.fraud import FraudGuard
+            from recstack.features.keys import RedisKey
+
+            timeout = s.serving.redis_timeout_ms / 1000
+            state.fraud_guard = FraudGuard(redis_sync.Redis.from_url(redis_url, socket_timeout=timeout,
+                                                                     socket_connect_timeout=timeout),
+                                           RedisKey(s.redis.key_prefix), s.fraud)  # fmt: skip
         state.ranker_version = champion.version if champion is not None else getattr(fine_ranker, "version", None)
         state.next_ranker_check = time.monotonic() + s.serving.reload_interval_s
         app.state.service = state
@@ -286,6 +311,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
     @app.get("/recommend", response_model=RecommendResponse, summary="Top-k items for a user")
     async def recommend(
         state: State,
+        request: Request,
         user_id: Annotated[int, Query(ge=0, description="user id (non-negative integer)")],
         k: Annotated[int | None, Query(ge=1, description="number of items; default from settings")] = None,
         page: Annotated[str | None, Query(max_length=64)] = None,
@@ -293,8 +319,13 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         city: Annotated[str | None, Query(max_length=64)] = None,
         time: Annotated[dt.datetime | None, Query(description="serve as of this time (ISO 8601); default now")] = None,
         q: Annotated[str | None, Query(max_length=200, description="optional keywords for the keyword channel")] = None,
+        x_device_id: Annotated[str | None, Header(max_length=128, description="device id, for anti-fraud")] = None,
     ) -> Response:
         k = _checked_k(state, k)
+        blocked = _blocked(state, user_id, x_device_id, request.client.host if request.client else None)
+        if blocked and state.settings.fraud.blocked_response == "429":
+            state.metrics.fallbacks.labels("blocked").inc()
+            return JSONResponse({"detail": "too many requests: this client is blocked by anti-fraud"}, status_code=429)
         if time is None:
             time = dt.datetime.now(dt.UTC)
         elif time.tzinfo is None:
@@ -307,8 +338,12 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         user_rt = await rt.read_user_async(user_id, int(time.timestamp() * 1000)) if rt is not None else None
         redis_s = _time.perf_counter() - started
         try:
-            rec = recommender.recommend(user_id, k, context, query=q, realtime=user_rt)
-            rec.stages["features"] += redis_s
+            if blocked:  # non-personalised: nothing of the blocked actor's behaviour is used
+                rec = recommender.fallback_only(user_id, k, context)
+                rec.degraded = ["blocked"]
+            else:
+                rec = recommender.recommend(user_id, k, context, query=q, realtime=user_rt)
+                rec.stages["features"] += redis_s
         except Exception:  # last resort: a valid request never gets a 5xx
             log.exception("recommend failed for user %s; serving the popularity fallback", user_id)
             m.errors.labels("recommend").inc()
@@ -320,7 +355,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
                 log.warning("pacing: could not record exposures", exc_info=True)
                 m.fallbacks.labels("pacing").inc()
         m.observe_recommendation(rec.stages, [(r.name, r.status, len(r.candidates)) for r in rec.channels])
-        if rec.fallback:
+        if rec.fallback and not blocked:
             m.fallbacks.labels("cold_start").inc()
         for reason in rec.degraded:
             m.fallbacks.labels(reason.split(":", 1)[0]).inc()

@@ -202,3 +202,28 @@ def test_pid_pacing_caps_an_items_exposure_across_requests(settings: Settings, c
         assert isinstance(store, PacingStore)
     assert 1 <= served <= cap  # throttled and hard-stopped at the cap (it was shown to >= 10 users unpaced)
     assert int(store.view(time.time()).counts.sum()) == served  # the shared Redis count is what was served
+
+
+@pytest.mark.parametrize("response", ["fallback", "429"])
+def test_a_blocked_actor_gets_non_personalised_results_or_429(settings: Settings, response: str) -> None:
+    """A device on the published anti-fraud blocklist: its requests get the popularity list (nothing personal)
+    or HTTP 429, as fraud.blocked_response says; other clients are served as usual."""
+    import redis as redis_sync
+    from recstack.control.fraud import publish_blocklist
+    from recstack.features.keys import RedisKey
+
+    s = Settings.model_validate({**settings.model_dump(), "fraud": {**settings.fraud.model_dump(),
+                                 "blocked_response": response, "blocklist_refresh_s": 0}})  # fmt: skip
+    client_r = redis_sync.Redis.from_url(s.redis.url or "")
+    publish_blocklist(client_r, RedisKey(s.redis.key_prefix), ["device:bad-phone"], f"v{time.time_ns()}")
+    with TestClient(create_app(s)) as c:
+        ok = c.get("/recommend", params={"user_id": 3, "k": 5}, headers={"X-Device-Id": "good-phone"})
+        assert ok.status_code == 200 and ok.json()["fallback"] is False and "blocked" not in ok.json()["degraded"]
+        bad = c.get("/recommend", params={"user_id": 3, "k": 5}, headers={"X-Device-Id": "bad-phone"})
+        if response == "429":
+            assert bad.status_code == 429 and "blocked" in bad.json()["detail"]
+        else:
+            body = bad.json()
+            assert bad.status_code == 200 and body["fallback"] is True and body["degraded"] == ["blocked"]
+            assert all(i["channel"] == "popular/fallback" for i in body["items"]) and len(body["items"]) == 5
+        assert 'recstack_fallback_total{reason="blocked"} 1.0' in c.get("/metrics").text

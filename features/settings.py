@@ -377,32 +377,42 @@ class SafetySettings(BaseModel):
 
     enabled: bool = True
     banned_words: list[str] = Field(
-        default_factory=lambda: ["porn", "porno", "xxx", "hentai", "kill yourself", "child abuse"],
+        default_factory=lambda: ["porn", "porno", "hentai", "kill yourself", "child abuse"],
         description="words / phrases of the banned_word rule (whole words, after leetspeak and obfuscation "
         "normalisation: p0rn, p.o.r.n, pooorn)",
     )
+    # fmt: off
     suspicious_words: list[str] = Field(
-        default_factory=lambda: ["sex", "nude", "naked", "nsfw", "escort", "onlyfans", "casino", "betting",
-                                 "viagra", "cocaine", "heroin", "gore", "crypto", "giveaway", "free money",
-                                 "click here"],  # fmt: skip
-        description="words / phrases of the suspicious_word rule (same matching): sent to review",
+        default_factory=lambda: ["sex", "xxx", "nude", "naked", "nsfw", "escort", "onlyfans", "casino",
+                                 "betting", "viagra", "cocaine", "heroin", "gore", "crypto", "giveaway",
+                                 "free money", "click here"],
+        description="words / phrases of the suspicious_word rule (same matching): sent to review (xxx is a "
+        "film title too)",
     )
+    # fmt: on
     reject_rules: list[str] = Field(
         default_factory=lambda: ["banned_word"],
         description="rules that reject an item without review (control/safety.py SafetyRule); [] queues all",
     )
     queue_score: float = Field(
-        0.25, gt=0, le=1, description="risk score (sum of the fired rules' weights, at most 1) from which an "
-        "item waits for review; below it the item is approved",
+        default=0.25,
+        gt=0,
+        le=1,
+        description="risk score (sum of the fired rules' weights, at most 1) from which an item waits for "
+        "review; below it the item is approved",
     )
-    max_tags: int = Field(30, ge=1, description="more tags than this is tag stuffing (spam)")
+    max_tags: int = Field(default=30, ge=1, description="more tags than this is tag stuffing (spam)")
     unreviewed: Literal["approved", "pending"] = Field(
-        "approved",
+        default="approved",
         description="state served for items the review never saw: approved (the catalog's default) or "
         "pending (strict: nothing is served before its review)",
     )
-    refresh_s: float = Field(5.0, ge=0, description="how often a service worker checks the moderation version")
-    audit_max_len: int = Field(1_000_000, ge=1, description="moderation decisions kept in the audit stream")
+    refresh_s: float = Field(
+        default=5.0, ge=0, description="how often a service worker checks the moderation version"
+    )
+    audit_max_len: int = Field(
+        default=1_000_000, ge=1, description="moderation decisions kept in the audit stream"
+    )
 
 
 class Settings(BaseSettings):

@@ -118,6 +118,25 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fraud_job(args: argparse.Namespace) -> int:
+    """Spark anti-fraud over a date range: gangs on the shared-device / IP / synchronised-click graph, a
+    versioned blocklist in the lake, published to Redis with --publish."""
+    from recstack.features.redis_local import ensure_redis_url
+    from recstack.offline.jobs.fraud import run_fraud_job
+    from recstack.offline.spark import spark_session
+
+    settings = _settings(args)
+    start, end = _date_range(args, settings)
+    if start > end:
+        raise ValueError(f"--start {start} is after --end {end}")
+    spark_settings = settings.spark.model_copy(update={"master": args.master}) if args.master else settings.spark
+    report = run_fraud_job(spark_session(spark_settings), settings.lake_root, start, end, version=args.version,
+                           redis_url=(settings.redis.url or ensure_redis_url(settings)) if args.publish else None,
+                           key_prefix=settings.redis.key_prefix, progress=StepProgress(1).line)  # fmt: skip
+    print(json.dumps(report, default=str))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     # with --json, stdout carries only the result; progress goes to stderr
@@ -400,6 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
     json_opt.add_argument(
         "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
     )
+    p = sub.add_parser("fraud-job", parents=[jobs], help="Spark: gangs and long-period anomalies into a blocklist",
+                       description="Link users by shared devices / IPs and synchronised clicks, find connected "
+                       "components with Spark, score them, and write a versioned blocklist to "
+                       "fraud_blocklist/version=V/ (and to Redis with --publish, where the online guard reads it).")  # fmt: skip
+    p.add_argument("--version", help="blocklist version (default: derived from the range and the rows)")
+    p.add_argument("--publish", action="store_true", help="publish the blocklist to Redis as the current one")
+    p.set_defaults(func=cmd_fraud_job)
+
     p = sub.add_parser("bench", help="benchmarks (last output line is JSON)", description="Run a benchmark.")
     bsub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
     q = bsub.add_parser("features", parents=[common, json_opt], help="synthetic events through the feature pipeline",

@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from recstack.control.safety import ModerationStore
 from recstack.features.bus import EventBus, open_bus
 from recstack.features.redis_local import ensure_redis_url
 from recstack.features.settings import Settings, load_settings
@@ -41,12 +42,14 @@ from recstack.online.metrics import ServiceMetrics
 from recstack.online.pipeline import Recommender, ServingRelease
 from recstack.online.ranking import ControlStage, Ranker
 from recstack.online.realtime import RealtimeReader
+from recstack.online.review import make_review_router
 from recstack.online.spool import EventSpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from recstack.control.fraud import FraudGuard
     from recstack.control.pacing import ExposurePacer
+    from recstack.control.safety import ModerationSync
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ class ServiceState:
         self.pacer: ExposurePacer | None = None  # counts served items when pacing is enabled
         self.fraud_guard: FraudGuard | None = None  # request-time block check (fraud.check_requests)
         self.fraud_retry_at = 0.0  # after a failed check, skip checks until then (monotonic s)
+        self.moderation: ModerationStore | None = None  # content-safety review store (safety.enabled)
+        self.moderation_sync: ModerationSync | None = None
 
     @property
     def recommender(self) -> Recommender:
@@ -171,6 +176,9 @@ def _background(state: ServiceState, stop: threading.Event) -> None:
                 log.debug("bus still unavailable: %s", exc)
         if state.realtime is not None:
             state.realtime.refresh_items()
+        rec = state.manager.recommender
+        if state.moderation_sync is not None and rec is not None:
+            state.moderation_sync.refresh(rec.release.catalog)  # a review decision reaches serving here
         champion = state.champion
         if champion is not None and time.monotonic() >= state.next_ranker_check:
             state.next_ranker_check = time.monotonic() + state.settings.serving.reload_interval_s
@@ -240,7 +248,22 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
             pacer.start_background_refresh()
         control: list[ControlStage] = [pacer] if pacer is not None else []
 
+        moderation = sync = None
+        if s.safety.enabled:  # content safety: item states from the review store (only approved are served)
+            import redis as redis_sync
+            from recstack.control.safety import ModerationSync
+            from recstack.features.keys import RedisKey
+
+            moderation = ModerationStore(redis_sync.Redis.from_url(redis_url, socket_timeout=10),
+                                         RedisKey(s.redis.key_prefix), s.safety)  # fmt: skip
+            sync = ModerationSync(moderation)
+
         def build(release: ServingRelease) -> Recommender:
+            if sync is not None:  # a new release serves only after its items have their review states
+                try:
+                    sync.refresh(release.catalog, force=True)
+                except Exception:  # Redis down: the release's own states (refreshed in the background later)
+                    log.warning("moderation states not applied to release %s", release.version, exc_info=True)
             return Recommender(release, s.serving, realtime=realtime, ranker=fine_ranker, pool=pool,
                                control=list(control))  # fmt: skip
 
@@ -255,6 +278,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         state = ServiceState(s, manager, event_bus, metrics, EventSpool(s.spool_dir), realtime)
         state.champion = champion
         state.pacer = pacer
+        state.moderation, state.moderation_sync = moderation, sync
         if s.fraud.enabled and s.fraud.check_requests:
             import redis as redis_sync
             from recstack.control.fraud import FraudGuard
@@ -307,6 +331,13 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         )
 
     app.add_middleware(ObserveMiddleware)
+
+    async def moderation_store(state: State) -> ModerationStore:
+        if state.moderation is None:
+            raise NotFoundError("content safety is disabled (safety.enabled = false)")
+        return state.moderation
+
+    app.include_router(make_review_router(moderation_store))
 
     @app.get("/recommend", response_model=RecommendResponse, summary="Top-k items for a user")
     async def recommend(

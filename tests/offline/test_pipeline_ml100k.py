@@ -226,3 +226,19 @@ def test_promoted_ranker_is_what_the_service_ranks_with(ml100k_lake, redis_url: 
             time.sleep(0.2)
         assert client.get("/readyz").json()["ranker_version"] == second
         assert client.get("/recommend", params={"user_id": user_id, "k": 5}).status_code == 200
+
+
+@pytest.mark.integration
+def test_fraud_job_on_real_traffic_blocks_nobody(ml100k_lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    """`recstack fraud-job` over ml-100k (real users, simulated impressions): every user is scanned and none is
+    blocklisted (the gang rules need shared devices / IPs or synchronised clicks, which honest traffic lacks)."""
+    from recstack.offline.cli import main
+
+    lake, _, _ = ml100k_lake
+    monkeypatch.setenv("RECSTACK_LAKE__ROOT", str(lake.root))
+    dates = lake.event_dates()
+    assert main(["fraud-job", "--home", str(tmp_path), "--start", dates[-30].isoformat(),
+                 "--end", dates[-1].isoformat(), "--version", "t1"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["users_scanned"] > 100 and report["flagged_users"] == 0 and report["version"] == "t1"

@@ -227,3 +227,37 @@ def test_a_blocked_actor_gets_non_personalised_results_or_429(settings: Settings
             assert bad.status_code == 200 and body["fallback"] is True and body["degraded"] == ["blocked"]
             assert all(i["channel"] == "popular/fallback" for i in body["items"]) and len(body["items"]) == 5
         assert 'recstack_fallback_total{reason="blocked"} 1.0' in c.get("/metrics").text
+
+
+def test_review_decisions_reach_the_served_lists(settings: Settings) -> None:
+    """Content safety in the service: an item the machine review rejects, or a reviewer rejects through
+    /review, is never served after the next refresh; one approved from the queue is servable again."""
+    import redis as redis_sync
+    from recstack.control.safety import ContentReviewer, ItemContent, ModerationStore
+    from recstack.features.keys import RedisKey
+
+    s = Settings.model_validate({**settings.model_dump(), "redis": {**settings.redis.model_dump(),
+                                 "key_prefix": f"mod{time.time_ns()}"}, "safety": {"refresh_s": 0.1}})  # fmt: skip
+    with TestClient(create_app(s)) as c:
+        first = [i["item_id"] for i in c.get("/recommend", params={"user_id": 5, "k": 10}).json()["items"]]
+        banned, doubtful = first[0], first[1]
+        store = ModerationStore(redis_sync.Redis.from_url(s.redis.url or ""), RedisKey(s.redis.key_prefix), s.safety)
+        reviewer = ContentReviewer(s.safety)
+        store.submit(reviewer.review_many([ItemContent(banned, "free p0rn here", ()),
+                                           ItemContent(doubtful, "Visit www.cheap-pills.example now", ())]))  # fmt: skip
+        queue = c.get("/review/queue", params={"limit": 10}).json()
+        assert doubtful in [q["item_id"] for q in queue["items"]] and banned not in [q["item_id"] for q in queue["items"]]
+        deadline = time.monotonic() + 10
+        served = first
+        while (banned in served or doubtful in served) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            served = [i["item_id"] for i in c.get("/recommend", params={"user_id": 5, "k": 10}).json()["items"]]
+        assert banned not in served and doubtful not in served  # rejected and pending are never served
+        r = c.post(f"/review/{doubtful}", json={"decision": "approve", "reviewer": "alice", "note": "fine"})
+        assert r.status_code == 200
+        assert c.post(f"/review/{doubtful}", json={"decision": "maybe", "reviewer": "alice"}).status_code == 422
+        deadline = time.monotonic() + 10
+        while doubtful not in served and time.monotonic() < deadline:
+            time.sleep(0.2)
+            served = [i["item_id"] for i in c.get("/recommend", params={"user_id": 5, "k": 10}).json()["items"]]
+        assert doubtful in served and banned not in served

@@ -137,6 +137,23 @@ def cmd_fraud_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review_items(args: argparse.Namespace) -> int:
+    """Machine review of the lake's items: clean ones approved, doubtful ones queued, banned ones rejected."""
+    import redis as redis_sync
+    from recstack.control.safety import ContentReviewer, ModerationStore, item_contents
+    from recstack.features.keys import RedisKey
+    from recstack.features.redis_local import ensure_redis_url
+    from recstack.offline.lake import EventLake
+
+    settings = _settings(args)
+    contents = item_contents(EventLake(settings.lake_root).read_items())
+    store = ModerationStore(redis_sync.Redis.from_url(settings.redis.url or ensure_redis_url(settings)),
+                            RedisKey(settings.redis.key_prefix), settings.safety)  # fmt: skip
+    counts = store.submit(ContentReviewer(settings.safety).review_many(contents), rereview=args.rereview)
+    print(json.dumps({"items": len(contents), **counts}))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     # with --json, stdout carries only the result; progress goes to stderr
@@ -419,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     json_opt.add_argument(
         "--json", action="store_true", help="print only the JSON result on stdout (progress on stderr)"
     )
+    p = sub.add_parser("review-items", parents=[common], help="machine review of the lake's items (content safety)",
+                       description="Run the content-safety rules over the lake's item titles and tags: approve "
+                       "clean items, queue doubtful ones for /review, reject banned ones. Human decisions stay.")  # fmt: skip
+    p.add_argument("--rereview", action="store_true", help="also re-review items a person already decided")
+    p.set_defaults(func=cmd_review_items)
+
     p = sub.add_parser("fraud-job", parents=[jobs], help="Spark: gangs and long-period anomalies into a blocklist",
                        description="Link users by shared devices / IPs and synchronised clicks, find connected "
                        "components with Spark, score them, and write a versioned blocklist to "

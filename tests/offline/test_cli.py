@@ -12,7 +12,8 @@ import pytest
 
 COMMANDS = [[], ["demo"], ["ingest"], ["ingest", "movielens"], ["ingest", "synthetic"], ["samples"], ["features"],
             ["sessions"], ["graphs"], ["pipeline"], ["bench"], ["bench", "features"], ["bench", "embeddings"], ["bench", "serve"], ["bench", "ctr"], ["realtime"], ["promote"], ["index"], ["index", "build"], ["train"], ["serve"],
-            ["redis"]]  # fmt: skip
+            ["redis"], ["bench", "pacing"], ["bench", "fraud"], ["pacing", "autotune"], ["export", "recommendations"],
+            ["export", "evaluate"], ["fraud-job"], ["review-items"]]  # fmt: skip
 
 
 def _run(

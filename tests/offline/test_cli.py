@@ -150,16 +150,21 @@ def test_realtime_consumer_command(tmp_path: Path, redis_url: str) -> None:
     prefix = f"cli{time.time_ns()}"
     bus = open_bus(redis_url, key_prefix=prefix)
     bus.ensure_topic("events")
-    events = [Event(event_id=f"c-{i}", event_type="click", ts="2026-01-03T10:00:00Z", user_id=1, item_id=i)
+    shown = [Event(event_id=f"i-{i}", event_type="impression", ts="2026-01-03T09:59:50Z", user_id=1, item_id=i)
+             for i in range(20)]  # fmt: skip
+    clicks = [Event(event_id=f"c-{i}", event_type="click", ts="2026-01-03T10:00:00Z", user_id=1, item_id=i)
               for i in range(5)]  # fmt: skip
-    bus.publish("events", [e.to_json_bytes() for e in events] + [b"{not json"], None)
+    blind = Event(event_id="c-x", event_type="click", ts="2026-01-03T10:00:01Z", user_id=1, item_id=99)
+    bus.publish("events", [e.to_json_bytes() for e in [*shown, *clicks, blind]] + [b"{not json"], None)
     bus.close()
     env = {"RECSTACK_REDIS__URL": redis_url, "RECSTACK_REDIS__KEY_PREFIX": prefix,
            "RECSTACK_REALTIME__POLL_TIMEOUT_S": "0.2"}  # fmt: skip
     r = _run(["realtime", "consume", "--seconds", "4", "--home", str(tmp_path)], env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     counters = json.loads(r.stdout.strip().splitlines()[-1])
-    assert counters["processed"] == 5 and counters["malformed"] == 1 and counters["changed"] == 5
+    # the impression-less click is screened out by anti-fraud (audited, not applied)
+    assert counters["processed"] == 26 and counters["malformed"] == 1 and counters["quarantined"] == 1
+    assert counters["changed"] == 25
 
 
 def test_demo_no_serve_end_to_end(tmp_path: Path, redis_url: str) -> None:

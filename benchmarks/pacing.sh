@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p benchmarks/results
 HOME_DIR=$(mktemp -d)
+# a private Redis on a free port, stopped on exit
+RECSTACK_REDIS__LOCAL_PORT=$(.venv/bin/python -c "from recstack.features.redis_local import free_port; print(free_port())")
+export RECSTACK_REDIS__LOCAL_PORT
 trap '.venv/bin/recstack redis stop --home "$HOME_DIR" >/dev/null 2>&1 || true; rm -rf "$HOME_DIR"' EXIT
-RECSTACK_REDIS__LOCAL_PORT=$(.venv/bin/python -c "from recstack.features.redis_local import free_port; print(free_port())") \
-  .venv/bin/recstack bench pacing --json --home "$HOME_DIR" | tail -n 1 > benchmarks/results/pacing.json
+.venv/bin/recstack bench pacing --json --home "$HOME_DIR" | tail -n 1 > benchmarks/results/pacing.json
 cat benchmarks/results/pacing.json

@@ -108,6 +108,7 @@ def fit_ensemble(data: RecallData, cfg: EnsembleConfig, version: str,
         art, _ = fit_graphsage(data, dataclasses.replace(cfg.graphsage, seed=seed), f"{version}-sage{seed}")
         members.append(dataclasses.replace(art, params={**art.params, "seed": seed}))
         weights.append(cfg.graphsage_weight / cfg.graphsage_seeds)
-    params = {"deepwalk_seeds": cfg.deepwalk_seeds, "graphsage_seeds": cfg.graphsage_seeds,
-              "deepwalk_weight": cfg.deepwalk_weight, "graphsage_weight": cfg.graphsage_weight}  # fmt: skip
+    params: dict[str, object] = {"deepwalk_seeds": cfg.deepwalk_seeds, "graphsage_seeds": cfg.graphsage_seeds,
+                                 "deepwalk_weight": cfg.deepwalk_weight,
+                                 "graphsage_weight": cfg.graphsage_weight}  # fmt: skip
     return fold_ensemble(members, weights, version, params)

@@ -231,7 +231,9 @@ def compute_floor(settings: Settings, redis_url: str, paths: list[str], n: int) 
     parsed = [parse_qs(urlparse(p).query) for p in paths[: n + 200]]
     for q in parsed[:200]:  # warm-up: lazy structures, allocator, caches
         rec.recommend(int(q["user_id"][0]), int(q["k"][0]), RequestContext(page="home", device=q["device"][0]))
-    lat, ranked, stages = [], [], {}
+    lat: list[float] = []
+    ranked: list[int] = []
+    stages: dict[str, list[float]] = {}
     for q in parsed[200:]:
         t = time.perf_counter()
         out = rec.recommend(int(q["user_id"][0]), int(q["k"][0]), RequestContext(page="home", device=q["device"][0]))

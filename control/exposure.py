@@ -12,8 +12,12 @@ e-fold of exposures).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from recstack.online.recall import UserView
+
+if TYPE_CHECKING:
+    from recstack.online.recall import UserView
 
 
 class ExposureDiscount:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,13 +48,6 @@ def imp(seconds: float, user: int, item: int, **kw: object) -> Event:
 
 def click(seconds: float, user: int, item: int, **kw: object) -> Event:
     return ev(EventType.CLICK, seconds, user, item, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -43,13 +43,6 @@ def reviewer() -> ContentReviewer:
 
 
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def store(client: redis.Redis) -> ModerationStore:
     return ModerationStore(client, RedisKey(f"test-safety-{uuid.uuid4().hex[:8]}"))  # own key space per test
 

@@ -244,7 +244,12 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
             from recstack.control.pacing import pacer_from_settings
             from recstack.features.keys import RedisKey
 
-            pacer = pacer_from_settings(redis_sync.Redis.from_url(redis_url), RedisKey(s.redis.key_prefix), s.pacing)
+            # record_exposures runs on the request path: a hung Redis may stall a request this long at most
+            # (the background refresh reads every entity's state, ~30 ms for 1,000 entities, within it)
+            timeout_s = max(0.25, s.serving.redis_timeout_ms / 1000)
+            pacer = pacer_from_settings(redis_sync.Redis.from_url(redis_url, socket_timeout=timeout_s,
+                                                                  socket_connect_timeout=timeout_s),
+                                        RedisKey(s.redis.key_prefix), s.pacing)  # fmt: skip
             pacer.start_background_refresh()
         control: list[ControlStage] = [pacer] if pacer is not None else []
 

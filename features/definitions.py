@@ -2,8 +2,8 @@
 
 Spark computes these offline (``offline/jobs/features.py``, ``offline/jobs/samples.py``) and the online service
 computes the same names from Redis (online issue). The scalar transforms below (age bucket, zip prefix, hour,
-weekday, hashed crosses) are the single definition; the Spark expressions in ``features/spark_exprs.py`` are
-tested against them for parity.
+weekday) are the single definition; the Spark expressions in ``features/spark_exprs.py`` are tested against
+them for parity. The crosses of the wide part are declared here and hashed by the ranker's encoder.
 
 Point-in-time rules:
 
@@ -18,10 +18,8 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import cast
 
 import xxhash
 
@@ -97,13 +95,17 @@ MAX_LOOKBACK_S = max([w.window_s for w in WINDOW_FEATURES] + [RECENT_ITEMS_WINDO
 
 
 # -- hashed crosses for the wide part -----------------------------------------------------------------------
-CROSS_BUCKETS = 1 << 18
-CROSS_SEED = 42  # Spark's xxhash64 seed
+SPARK_XXHASH_SEED = 42  # the seed of Spark's xxhash64
 
 
 @dataclass(frozen=True)
 class Cross:
-    """A hashed cross of two categorical features (the second may be multi-valued: one key per value)."""
+    """A hashed cross of two categorical features (the second may be multi-valued: one key per value).
+
+    Crosses are not stored in the samples: the ranker's encoder hashes them from the fields' vocabulary codes
+    (``models.ctr.CtrEncoder.encode``, the one function training and serving both call), so a cross never
+    disagrees with the vocabularies of the model that uses it.
+    """
 
     left: str
     right: str
@@ -114,43 +116,20 @@ class Cross:
 
 
 CROSSES: tuple[Cross, ...] = (
+    Cross("user_id", "genres"),
+    Cross("item_id", "gender"),
+    Cross("item_id", "age_bucket"),
+    Cross("item_id", "occupation"),
     Cross("gender", "genres"),
     Cross("age_bucket", "genres"),
-    Cross("occupation", "genres"),
-    Cross("zip_prefix", "genres"),
     Cross("device", "hour"),
-    Cross("hour", "genres"),
-    Cross("user_id", "genres"),
 )
-
-
-def cross_key(cross: Cross, left: object, right: object) -> str:
-    """The string that is hashed for one cross value: ``left=v|right=w`` (``None`` is written as ``unknown``)."""
-    return f"{cross.left}={UNKNOWN if left is None else left}|{cross.right}={UNKNOWN if right is None else right}"
 
 
 def spark_xxhash64(text: str) -> int:
     """Spark's ``xxhash64`` of a string: signed 64-bit XXH64 of its UTF-8 bytes, seed 42."""
-    h = xxhash.xxh64_intdigest(text.encode("utf-8"), seed=CROSS_SEED)
+    h = xxhash.xxh64_intdigest(text.encode("utf-8"), seed=SPARK_XXHASH_SEED)
     return h - (1 << 64) if h >= 1 << 63 else h
-
-
-def hash_bucket(key: str, buckets: int = CROSS_BUCKETS) -> int:
-    """``pmod(xxhash64(key), buckets)`` exactly as Spark computes it."""
-    return spark_xxhash64(key) % buckets  # Python's % is a non-negative pmod for a positive modulus
-
-
-def cross_ids(row: dict[str, object], crosses: Sequence[Cross] = CROSSES) -> list[int]:
-    """Hashed cross indices of one sample, in ``crosses`` order (multi-valued right sides expand)."""
-    out: list[int] = []
-    for cross in crosses:
-        right = row.get(cross.right)
-        if FEATURES_BY_NAME[cross.right].kind == Kind.MULTI:
-            values = list(cast(Iterable[object], right)) if right is not None else []  # missing: no keys
-        else:
-            values = [right]
-        out.extend(hash_bucket(cross_key(cross, row.get(cross.left), v)) for v in values)
-    return out
 
 
 # -- the feature table --------------------------------------------------------------------------------------
@@ -159,7 +138,7 @@ class Kind(StrEnum):
     MULTI = "multi"  # several ids (multi-hot)
     DENSE = "dense"  # a number, normalised with the persisted statistics
     SEQUENCE = "sequence"  # an ordered list of item ids
-    HASHED = "hashed"  # hashed cross indices in [0, CROSS_BUCKETS)
+    HASHED = "hashed"  # hashed cross indices (models.ctr.hash_cross), computed when encoding
 
 
 @dataclass(frozen=True)
@@ -187,12 +166,16 @@ FEATURES: tuple[FeatureSpec, ...] = (
     # item (profile + statistics as of 00:00 of the sample's date)
     FeatureSpec("item_id", "item", Kind.CATEGORICAL, "the item id"),
     FeatureSpec("genres", "item", Kind.MULTI, "genre names (multi-hot)"),
-    FeatureSpec("item_impressions", "item", Kind.DENSE, "impressions before the date (popularity)", log1p=True),
+    FeatureSpec(
+        "item_impressions", "item", Kind.DENSE, "impressions before the date (popularity)", log1p=True
+    ),
     FeatureSpec("item_clicks", "item", Kind.DENSE, "clicks before the date (popularity)", log1p=True),
     FeatureSpec("item_ctr", "item", Kind.DENSE, "(clicks + 1) / (impressions + 10) before the date"),
     FeatureSpec("item_ratings", "item", Kind.DENSE, "ratings before the date", log1p=True),
     FeatureSpec("item_avg_rating", "item", Kind.DENSE, "mean rating before the date (3.0 when none)"),
-    FeatureSpec("item_age_days", "item", Kind.DENSE, "days since first seen in the log (0 if new)", log1p=True),
+    FeatureSpec(
+        "item_age_days", "item", Kind.DENSE, "days since first seen in the log (0 if new)", log1p=True
+    ),
     FeatureSpec("release_year", "item", Kind.CATEGORICAL, "release year (0 unknown)"),
     FeatureSpec("item_years_since_release", "item", Kind.DENSE, "years from release to the date"),
     # context (from the sample itself)
@@ -202,11 +185,27 @@ FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec("slot", "context", Kind.CATEGORICAL, "position in the slate"),
     FeatureSpec("device", "context", Kind.CATEGORICAL, "device type"),
     # real-time (as of the sample's timestamp)
-    *(FeatureSpec(w.name, "realtime", Kind.DENSE, f"{w.counted}s of the {w.entity} in the last {w.window_s} s",
-                  log1p=True) for w in WINDOW_FEATURES),  # fmt: skip
-    FeatureSpec(RECENT_ITEMS, "realtime", Kind.SEQUENCE, "last 10 clicked items in the last day, newest first"),
+    *(
+        FeatureSpec(
+            w.name,
+            "realtime",
+            Kind.DENSE,
+            f"{w.counted}s of the {w.entity} in the last {w.window_s} s",
+            log1p=True,
+        )
+        for w in WINDOW_FEATURES
+    ),  # fmt: skip
+    FeatureSpec(
+        RECENT_ITEMS, "realtime", Kind.SEQUENCE, "last 10 clicked items in the last day, newest first"
+    ),
     # wide part
-    FeatureSpec("crosses", "cross", Kind.HASHED, "hashed crosses: " + ", ".join(c.name for c in CROSSES)),
+    FeatureSpec(
+        "crosses",
+        "cross",
+        Kind.HASHED,
+        "hashed crosses, computed by the ranker's encoder (not stored): "
+        + ", ".join(c.name for c in CROSSES),
+    ),
 )
 FEATURES_BY_NAME = {f.name: f for f in FEATURES}
 DENSE_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == Kind.DENSE)
@@ -215,7 +214,7 @@ CATEGORICAL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind
 
 def _definitions_digest() -> str:
     text = repr((AGE_EDGES, ZIP_PREFIX_LEN, WINDOW_FEATURES, RECENT_ITEMS_K, RECENT_ITEMS_WINDOW_S, CROSSES,
-                 CROSS_BUCKETS, CROSS_SEED, FEATURES))  # fmt: skip
+                 FEATURES))  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -30,7 +30,7 @@ from recstack.features.definitions import (
 )
 from recstack.features.keys import Col, LakeTable
 from recstack.features.schema import ITEM_SCHEMA, USER_SCHEMA, EventType
-from recstack.features.spark_exprs import age_bucket_col, crosses_col, zip_prefix_col
+from recstack.features.spark_exprs import age_bucket_col, zip_prefix_col
 from recstack.offline.jobs.common import read_events, read_partitioned, write_partitioned
 from recstack.offline.lake import EventLake
 
@@ -181,7 +181,8 @@ def point_in_time_features(
 def join_features(
     samples: DataFrame, spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, broadcast_rows_max: int
 ) -> DataFrame:
-    """``samples`` with their point-in-time user and item features and the hashed crosses.
+    """``samples`` with their point-in-time user and item features (the crosses are hashed by the ranker's
+    encoder from these columns, not stored).
 
     The per-day feature tables are broadcast (no shuffle of the samples) while they have at most
     ``broadcast_rows_max`` rows; above that Spark joins them by shuffling.
@@ -191,7 +192,7 @@ def join_features(
         frame = frame.cache()
         small = frame.count() <= broadcast_rows_max
         samples = samples.join(F.broadcast(frame) if small else frame, keys, "left")
-    return samples.withColumn("crosses", crosses_col())
+    return samples
 
 
 def feature_stats(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, vocab_max: int) -> dict[str, object]:

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import torch
+from recstack.features.definitions import CROSSES as DECLARED_CROSSES
 from recstack.features.definitions import DENSE_FEATURES, FEATURES_BY_NAME
 from recstack.features.keys import Col, LakeTable
 from recstack.features.settings import Settings
@@ -41,8 +42,9 @@ from recstack.offline.ingest import Progress, no_progress
 
 FIELDS = ["user_id", "item_id", "gender", "age_bucket", "occupation", "zip_prefix", "release_year", "hour",
           "weekday", "page", "slot", "device"]  # fmt: skip
-CROSSES = [("user_id", "genres"), ("item_id", "gender"), ("item_id", "age_bucket"), ("item_id", "occupation"),
-           ("gender", "genres"), ("age_bucket", "genres"), ("device", "hour")]  # fmt: skip
+CROSSES = [
+    (c.left, c.right) for c in DECLARED_CROSSES
+]  # the wide part's crosses, as the feature set declares
 MODELS = ("widedeep", "moe")
 ARTIFACT = "ranker.pt"
 

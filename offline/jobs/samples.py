@@ -13,9 +13,11 @@ sample, the earliest), with:
 * the user and item features as of 00:00 of the sample's day and the hashed crosses
   (``offline/jobs/features.py``: ``join_features``).
 
-Plan: read events of ``[start - 1 day, end + late]``; shuffle by item and compute the item windows of every
-impression; shuffle by user and compute dedup, attribution, likes and the user windows
-(``offline/jobs/windows.py``, per partition). Two shuffles, no driver-side collect.
+Plan: read events of ``[start - 1 day, end + late]``; shuffle a narrow projection of the impressions and clicks
+(event hash, user, item, time) by item and compute the item windows of every impression of the range; shuffle
+the events and those narrow results together by user, and compute dedup, attribution, likes and the user
+windows, taking each kept impression's item windows from its result row (``offline/jobs/windows.py``, per
+partition). Only the narrow columns make the item round trip; no driver-side collect.
 """
 
 from __future__ import annotations
@@ -87,9 +89,15 @@ _ACT_FIELDS = [
     T.StructField(Col.VARIANT, T.StringType()),
     T.StructField(Col.EVENT_DATE, T.DateType()),
 ]
-_ITEM_STAGE_SCHEMA = T.StructType(_ACT_FIELDS + [T.StructField(w.name, T.IntegerType()) for w in ITEM_WINDOWS])
+RESULT = 3  # KIND of an item-result row in the user stage's input
+_ITEM_WINDOW_FIELDS = [T.StructField(w.name, T.IntegerType()) for w in ITEM_WINDOWS]
+_NARROW = [EVENT_HASH, Col.USER_ID, Col.ITEM_ID, TS_MS, KIND, Col.EVENT_DATE]
+_ITEM_RESULT_SCHEMA = T.StructType(
+    [f for f in _ACT_FIELDS if f.name in _NARROW and f.name != Col.EVENT_DATE] + _ITEM_WINDOW_FIELDS
+)
+_USER_INPUT_SCHEMA = T.StructType(_ACT_FIELDS + _ITEM_WINDOW_FIELDS)
 _USER_STAGE_SCHEMA = T.StructType(
-    [f for f in _ITEM_STAGE_SCHEMA.fields if f.name not in (EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL)]
+    [f for f in _USER_INPUT_SCHEMA.fields if f.name not in (EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL)]
     + [
         T.StructField(Col.CLICK, T.ByteType()),
         T.StructField(Col.CLICK_TS, T.TimestampType()),
@@ -113,7 +121,9 @@ def _activity(events: DataFrame) -> DataFrame:
         EVENT_HASH: F.xxhash64(Col.EVENT_ID),
         REQUEST_HASH: F.xxhash64(F.coalesce(F.col(Col.REQUEST_ID), F.lit(""))),
     }
-    return events.select(*[derived.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in _ACT_FIELDS])
+    return events.select(
+        *[derived.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in _ACT_FIELDS]
+    )
 
 
 def build_samples(
@@ -134,13 +144,25 @@ def build_samples(
     n = partitions_for(spark, lake_root, first, late_end)
     window_ms = attribution_window_s * 1000
 
-    # shuffle 1, by item: item windows for every impression; shuffle 2, by user: dedup, labels, user windows
-    item_stage = functools.partial(_map_partition, _item_stage, _arrow_schema(acts.schema))
-    with_items = acts.repartition(n, Col.ITEM_ID).mapInArrow(item_stage, _ITEM_STAGE_SCHEMA)
-    user_stage = functools.partial(
-        _map_partition, _user_stage, _arrow_schema(_ITEM_STAGE_SCHEMA), start=start, end=end, window_ms=window_ms
+    # shuffle 1 (narrow), by item: the item windows of every impression of the range, one result row each
+    narrow = acts.where(F.col(KIND) <= 1).select(*_NARROW)
+    item_stage = functools.partial(
+        _map_partition, _item_stage, _arrow_schema(narrow.schema), start=start, end=end
     )
-    samples = with_items.repartition(n, Col.USER_ID).mapInArrow(user_stage, _USER_STAGE_SCHEMA)
+    results = narrow.repartition(n, Col.ITEM_ID).mapInArrow(item_stage, _ITEM_RESULT_SCHEMA)
+    # shuffle 2, by user, the events with their impressions' item results: dedup, labels, user windows
+    no_windows = [F.lit(None).cast("int").alias(w.name) for w in ITEM_WINDOWS]
+    results = results.withColumn(REQUEST_HASH, F.lit(0).cast("long"))  # the kernels read it as a non-null int
+    user_input = acts.select("*", *no_windows).unionByName(results, allowMissingColumns=True)
+    user_stage = functools.partial(
+        _map_partition,
+        _user_stage,
+        _arrow_schema(user_input.schema),
+        start=start,
+        end=end,
+        window_ms=window_ms,
+    )
+    samples = user_input.repartition(n, Col.USER_ID).mapInArrow(user_stage, _USER_STAGE_SCHEMA)
     return samples.select(
         *[
             F.hour(Col.TS).cast("tinyint").alias(HOUR)
@@ -185,8 +207,15 @@ def _user_stage(acts: pa.Table, start: dt.date, end: dt.date, window_ms: int) ->
     keep = imp_idx[first_per_group(triple[imp_idx], ts[imp_idx], _np(acts, EVENT_HASH)[imp_idx])]
     dates = _np(acts, Col.EVENT_DATE)[keep]
     keep = keep[(dates >= np.datetime64(start)) & (dates <= np.datetime64(end))]
-    out = acts.take(pa.array(keep)).drop_columns([EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL])
     q_ts, q_user, q_triple = ts[keep], user[keep], triple[keep]
+    match = _match_results(
+        keep, np.flatnonzero(kind == RESULT), _np(acts, EVENT_HASH), _np(acts, Col.ITEM_ID), ts
+    )
+    out = acts.take(pa.array(keep)).drop_columns([EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL])
+    for w in ITEM_WINDOWS:
+        out = out.set_column(
+            out.schema.get_field_index(w.name), w.name, pa.array(_np(acts, w.name)[match].astype(np.int32))
+        )
 
     click_ts = first_match_within(q_triple, q_ts, triple[clk], ts[clk], window_ms)
     label = pc.fill_null(acts[Col.LABEL], -1).to_numpy()
@@ -208,16 +237,37 @@ def _user_stage(acts: pa.Table, start: dt.date, end: dt.date, window_ms: int) ->
     return out.append_column(RECENT_ITEMS, pa.ListArray.from_arrays(pa.array(offsets), pa.array(recent)))
 
 
-def _item_stage(acts: pa.Table) -> pa.Table:
-    """Item windows for every impression of one partition of whole items (0 on other rows)."""
+def _match_results(
+    keep: np.ndarray, result: np.ndarray, event_hash: np.ndarray, item: np.ndarray, ts: np.ndarray
+) -> np.ndarray:
+    """The index of the item-result row of each kept impression (same event hash, item and time)."""
+    both = np.concatenate([keep, result])
+    codes = dense_codes(event_hash[both], item[both], ts[both])
+    lookup = np.full(int(codes.max(initial=-1)) + 1, -1, dtype=np.int64)
+    lookup[codes[len(keep) :]] = result
+    match = lookup[codes[: len(keep)]]
+    if (match < 0).any():
+        raise RuntimeError(
+            f"{int((match < 0).sum())} impressions have no item-window result (the lake's event_date must be the UTC date of ts)"
+        )
+    return match
+
+
+def _item_stage(acts: pa.Table, start: dt.date, end: dt.date) -> pa.Table:
+    """Item windows of the impressions of [start, end] in one partition of whole items (impressions and
+    clicks of the whole read range as counted rows): one row per impression."""
     item, ts, kind = _np(acts, Col.ITEM_ID), _np(acts, TS_MS), _np(acts, KIND)
-    q = kind == 0
+    dates = _np(acts, Col.EVENT_DATE)
+    q = np.flatnonzero((kind == 0) & (dates >= np.datetime64(start)) & (dates <= np.datetime64(end)))
+    out = acts.take(pa.array(q)).drop_columns([Col.EVENT_DATE])
+    out = out.set_column(
+        out.schema.get_field_index(KIND), KIND, pa.array(np.full(len(q), RESULT, dtype=np.int8))
+    )
     for w in ITEM_WINDOWS:
         sel = kind == (1 if w.counted == Counted.CLICK else 0)
-        values = np.zeros(len(kind), dtype=np.int32)
-        values[q] = window_counts(item[q], ts[q], item[sel], ts[sel], [w.window_s * 1000])[:, 0]
-        acts = acts.append_column(w.name, pa.array(values))
-    return acts
+        counts = window_counts(item[q], ts[q], item[sel], ts[sel], [w.window_s * 1000])[:, 0]
+        out = out.append_column(w.name, pa.array(counts.astype(np.int32)))
+    return out
 
 
 def run_samples_job(

@@ -11,7 +11,8 @@ for items in ${ITEMS:-100000 1000000}; do
   [ "$items" -ge 1000000 ] && runs=${RUNS_1M:-1}
   : > "benchmarks/results/serve-$items.jsonl"
   for _ in $(seq "$runs"); do
-    .venv/bin/recstack bench serve --items "$items" --users 100000 --duration "${DURATION:-30}" --json \
+    .venv/bin/recstack bench serve --items "$items" --users 100000 --duration "${DURATION:-30}" \
+      --concurrency "${CONCURRENCY:-6}" --json \
       | tail -n 1 >> "benchmarks/results/serve-$items.jsonl"
   done
   cat "benchmarks/results/serve-$items.jsonl"

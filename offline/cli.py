@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -34,6 +35,16 @@ def _positive(value: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be positive")
     return n
+
+
+def _share(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= x <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be in [0, 1]")
+    return x
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -129,7 +140,9 @@ def cmd_fraud_job(args: argparse.Namespace) -> int:
     start, end = _date_range(args, settings)
     if start > end:
         raise ValueError(f"--start {start} is after --end {end}")
-    spark_settings = settings.spark.model_copy(update={"master": args.master}) if args.master else settings.spark
+    spark_settings = (
+        settings.spark.model_copy(update={"master": args.master}) if args.master else settings.spark
+    )
     report = run_fraud_job(spark_session(spark_settings), settings.lake_root, start, end, version=args.version,
                            redis_url=(settings.redis.url or ensure_redis_url(settings)) if args.publish else None,
                            key_prefix=settings.redis.key_prefix, progress=StepProgress(1).line)  # fmt: skip
@@ -338,6 +351,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     settings = _settings(args)
     cfg = ExportConfig(k=args.k, seed=args.seed, exposure_discount=args.exposure_discount, diversify=args.diversify,
+                       coverage_floor=args.coverage_floor,
                        ensemble=EnsembleConfig(deepwalk_seeds=args.deepwalk_seeds,
                                                graphsage_seeds=args.graphsage_seeds))  # fmt: skip
     report = export_recommendations(settings, args.data, args.out, cfg, progress=StepProgress(1).line)
@@ -345,6 +359,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                       "items_covered": report.items_covered, "model_version": report.model_version,
                       "ratings_read": report.ingest.records_read,
                       "quarantined": report.ingest.quarantined_total,
+                      "coverage_floor": dataclasses.asdict(report.floor) if report.floor else None,
                       "seconds": {k: round(v, 1) for k, v in report.seconds.items()}}))  # fmt: skip
     return 0
 
@@ -488,12 +503,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep-alive connections of the load generator (default 4 x concurrency, each request sent "
                    "on a lightly loaded one, as an L7 load balancer does; = concurrency pins one per worker)")  # fmt: skip
     q.add_argument("--k", type=_positive, default=10, help="items per request")
-    q.add_argument("--ranker", choices=["mlp", "moe", "widedeep"], default="mlp",
-                   help="fine ranker: the MLP ranker, or the MoE / Wide&Deep CTR ranker (serving.ranker = ctr)")
+    q.add_argument(
+        "--ranker",
+        choices=["mlp", "moe", "widedeep"],
+        default="mlp",
+        help="fine ranker: the MLP ranker, or the MoE / Wide&Deep CTR ranker (serving.ranker = ctr)",
+    )
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("export", help="batch exports through the serving pipeline", description="Batch exports.")
+    p = sub.add_parser(
+        "export", help="batch exports through the serving pipeline", description="Batch exports."
+    )
     esub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
     q = esub.add_parser("recommendations", parents=[common], help="top-K unseen items for every user of a MovieLens directory",
                         description="Ingest a MovieLens directory (100K, 1M/10M .dat or CSV; a u.data replaced by a "
@@ -504,9 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--k", type=_positive, default=10)
     q.add_argument("--out", type=Path, required=True, help="CSV file to write")
     q.add_argument("--seed", type=int, default=42)
-    q.add_argument("--diversify", action="store_true", help="keep the service's genre-diversity re-rank window")
-    q.add_argument("--exposure-discount", type=float, default=0.175,
-                   help="lambda of the exposure-discount control stage (coverage); 0 turns it off")  # fmt: skip
+    q.add_argument(
+        "--diversify", action="store_true", help="keep the service's genre-diversity re-rank window"
+    )
+    q.add_argument(
+        "--exposure-discount",
+        type=float,
+        default=0.0,
+        help="lambda of the exposure-discount control stage (a per-list coverage penalty); 0 = off",
+    )
+    q.add_argument("--coverage-floor", type=_share, default=0.36,
+                   help="share of the catalog the lists must cover, reached by the cheapest swaps of items below "
+                   "each user's top K (control/coverage.py); 0 turns it off")  # fmt: skip
     q.add_argument("--deepwalk-seeds", type=int, default=3, help="DeepWalk members of the ensemble")
     q.add_argument("--graphsage-seeds", type=int, default=3, help="GraphSAGE members of the ensemble")
     q.set_defaults(func=cmd_export)
@@ -553,9 +583,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "baseline: popularity + PureSVD on clicked samples; deepwalk / graphsage: graph "
                        "embeddings on the latest graphs/ snapshot, evaluated on a time holdout, logged and "
                        "registered in MLflow.")  # fmt: skip
-    p.add_argument("--model", choices=["baseline", "deepwalk", "graphsage", "widedeep", "moe"], default="baseline")
-    p.add_argument("--eval-days", type=_positive, default=7,
-                   help="rankers: most recent days held out as the evaluation window")
+    p.add_argument(
+        "--model", choices=["baseline", "deepwalk", "graphsage", "widedeep", "moe"], default="baseline"
+    )
+    p.add_argument(
+        "--eval-days",
+        type=_positive,
+        default=7,
+        help="rankers: most recent days held out as the evaluation window",
+    )
     p.add_argument("--epochs", type=int, default=5, help="rankers: most epochs (early stopping)")
     p.add_argument("--start", type=_date, help="baseline: first sample date")
     p.add_argument("--end", type=_date, help="baseline: last sample date")
@@ -597,7 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-days", type=_positive, default=7)
     p.add_argument("--min-auc", type=float, default=0.6)
     p.add_argument("--max-logloss", type=float, default=0.69)
-    p.add_argument("--max-regression", type=float, default=0.0, help="AUC the candidate may lose to the champion")
+    p.add_argument(
+        "--max-regression", type=float, default=0.0, help="AUC the candidate may lose to the champion"
+    )
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("realtime", parents=[common], help="keep the real-time features in Redis from the bus",

@@ -10,10 +10,12 @@ Steps (each reported as progress):
 3. **Publish** a serving release (model, FAISS index, item-to-item lists, catalog) exactly as ``recstack
    train`` does.
 4. **Recommend** with the service's own ``Recommender`` (recall channels → merge/filter → pre-rank → rank →
-   re-rank → control) for every user, in a seeded order, with the ``ExposureDiscount`` control stage when
-   ``exposure_discount > 0`` (coverage: λ 0 / 0.1 / 0.15 / 0.2 / 0.3 gave nDCG@10 0.492 / 0.485 / 0.478 /
-   0.470 / 0.451 and 444 / 535 / 579 / 646 / 759 items on the ml-100k reference split), and write ``user_id,item_id,score,rank`` rows (rank 1 = best). Items a user
-   rated are excluded by the pipeline's seen filter.
+   re-rank → control) for every user, in a seeded order, asking for ``k + floor_depth`` items; the optional
+   ``ExposureDiscount`` control stage (``exposure_discount > 0``) acts per list.
+5. **Coverage floor** (``control/coverage.py``, ``coverage_floor > 0``): the cheapest swaps of uncovered items
+   from below each user's top k into the list's last shared slot until that share of the catalog has a slot;
+   then write ``user_id,item_id,score,rank`` rows (rank 1 = best). Items a user rated are excluded by the
+   pipeline's seen filter.
 
 Deterministic for a seed: the models are seeded (DeepWalk on one worker thread, GraphSAGE with torch's
 deterministic algorithms), the user order is a seeded permutation
@@ -25,6 +27,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import torch
+from recstack.control.coverage import CoverageFloor, FloorReport
 from recstack.control.exposure import ExposureDiscount
 from recstack.features.keys import Col
 from recstack.features.schema import EventType
@@ -58,7 +62,9 @@ class ExportConfig:
     k: int = 10
     seed: int = 42
     ensemble: EnsembleConfig = EnsembleConfig()
-    exposure_discount: float = 0.175  # λ of the ExposureDiscount control stage; 0 turns it off
+    exposure_discount: float = 0.0  # λ of the ExposureDiscount control stage; 0 turns it off
+    coverage_floor: float = 0.36  # the CoverageFloor's target: this share of the catalog gets a slot; 0 = off
+    floor_depth: int = 50  # candidates per user below the top k that the floor may swap in
     diversify: bool = False  # keep the service's genre-window re-rank (costs ~0.007 nDCG@10 on ml-100k)
     channels: tuple[str, ...] = ("embedding",)  # kinds of the serving channels to run (the service's defaults
     # add item2item, genre, ... which only matter for users the ensemble cannot place)
@@ -73,6 +79,7 @@ class ExportReport:
     ingest: IngestReport
     model_version: str
     seconds: dict[str, float]
+    floor: FloorReport | None = None
 
 
 def rating_interactions(lake_root: Path) -> Interactions:
@@ -91,7 +98,9 @@ def rating_interactions(lake_root: Path) -> Interactions:
 def _serving_settings(base: ServingSettings, cfg: ExportConfig) -> ServingSettings:
     wanted = [c for c in base.channels if c.kind in cfg.channels]
     if not wanted:
-        wanted = [ChannelSettings(name=f"export/{kind}", kind=kind, quota=base.recall_size) for kind in cfg.channels]  # type: ignore[arg-type]
+        wanted = [
+            ChannelSettings(name=f"export/{kind}", kind=kind, quota=base.recall_size) for kind in cfg.channels
+        ]  # type: ignore[arg-type]
     # a batch job has no request deadline: every channel runs to completion
     update: dict[str, object] = {"channels": [c.model_copy(update={"timeout_ms": 60_000.0}) for c in wanted],
                                  "ranker": "embedding"}  # fmt: skip
@@ -123,7 +132,9 @@ def export_recommendations(settings: Settings, data: Path, out: Path, cfg: Expor
     rdata = RecallData.build(interactions, users, items, lineage={"data": str(data), "job": "export"})
     ens = dataclasses.replace(cfg.ensemble, base_seed=cfg.seed)
     was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)  # GraphSAGE's CPU scatter-adds differ by ~1e-6 run to run otherwise
+    torch.use_deterministic_algorithms(
+        True
+    )  # GraphSAGE's CPU scatter-adds differ by ~1e-6 run to run otherwise
     try:
         artifact = fit_ensemble(rdata, ens, version, progress=progress)
     finally:
@@ -133,7 +144,9 @@ def export_recommendations(settings: Settings, data: Path, out: Path, cfg: Expor
     t0 = time.perf_counter()
     progress("[3/4] publish the serving release (model, index, neighbours, catalog)")
     index = VectorIndex.build(artifact.item_vectors, artifact.item_ids, version)
-    neighbors = ItemNeighbors(artifact.item_ids, *item_neighbors(artifact.item_vectors, artifact.item_ids, NEIGHBORS))
+    neighbors = ItemNeighbors(
+        artifact.item_ids, *item_neighbors(artifact.item_vectors, artifact.item_ids, NEIGHBORS)
+    )
     release_dir = publish_release(work / "serving", version, artifact, index, neighbors,
                                   release_catalog(lake_root, artifact))  # fmt: skip
     release = ServingRelease.load(release_dir)
@@ -149,15 +162,25 @@ def export_recommendations(settings: Settings, data: Path, out: Path, cfg: Expor
     progress(f"[4/4] recommend for {len(order):,} users")
     try:
         for n, user in enumerate(order.tolist(), 1):
-            rec = recommender.recommend(user, cfg.k, context)
+            rec = recommender.recommend(
+                user, cfg.k + (cfg.floor_depth if cfg.coverage_floor > 0 else 0), context
+            )
             picked = [(it.item_id, it.score) for it in rec.items]
             for hook in control:
-                hook.record(np.array([i for i, _ in picked], np.int64))
+                hook.record(np.array([i for i, _ in picked[: cfg.k]], np.int64))
             lists[user] = picked
             if n % 500 == 0 or n == len(order):
                 progress(f"recommended for {n:,}/{len(order):,} users")
     finally:
         recommender.close()
+    floor: FloorReport | None = None
+    if cfg.coverage_floor > 0:
+        lists, floor = CoverageFloor(math.ceil(cfg.coverage_floor * len(artifact.item_ids))).apply(
+            lists, cfg.k
+        )
+        progress(f"coverage floor: {floor.items_before:,} -> {floor.items_after:,} items by {floor.swaps:,} swaps "
+                 f"(score loss {floor.score_loss:.1f})")  # fmt: skip
+    lists = {u: lst[: cfg.k] for u, lst in lists.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -172,7 +195,7 @@ def export_recommendations(settings: Settings, data: Path, out: Path, cfg: Expor
     tmp.replace(out)
     seconds["recommend"] = time.perf_counter() - t0
     covered = len({i for lst in lists.values() for i, _ in lst})
-    return ExportReport(out, len(user_ids), rows, covered, report, version, seconds)
+    return ExportReport(out, len(user_ids), rows, covered, report, version, seconds, floor)
 
 
 def evaluate_export(recs_csv: Path, test: Path, train: Path, k: int = 10) -> dict[str, float]:

@@ -57,13 +57,31 @@ def test_export_covers_every_user_excludes_seen_and_is_deterministic(small_ml: P
     assert metrics["users"] == 120 and metrics["ndcg@10"] > 0.05  # far above chance (~0.006) on 1,682 items
 
 
-def test_exposure_discount_widens_coverage(small_ml: Path, tmp_path: Path) -> None:
+def test_coverage_controls_widen_coverage(small_ml: Path, tmp_path: Path) -> None:
     settings = load_settings(home=tmp_path / "home")
-    plain = export_recommendations(settings, small_ml, tmp_path / "p.csv",
-                                   ExportConfig(seed=7, ensemble=SMALL, exposure_discount=0.0), workdir=tmp_path / "w")  # fmt: skip
-    spread = export_recommendations(settings, small_ml, tmp_path / "s.csv",
-                                    ExportConfig(seed=7, ensemble=SMALL, exposure_discount=0.5), workdir=tmp_path / "w")  # fmt: skip
-    assert spread.items_covered > plain.items_covered
+
+    def run(name: str, **kw: float) -> tuple[int, object, pd.DataFrame]:
+        cfg = ExportConfig(seed=7, ensemble=SMALL, **kw)  # type: ignore[arg-type]
+        report = export_recommendations(
+            settings, small_ml, tmp_path / f"{name}.csv", cfg, workdir=tmp_path / "w"
+        )
+        return report.items_covered, report.floor, pd.read_csv(report.out)
+
+    plain, no_floor, plain_rows = run("plain", exposure_discount=0.0, coverage_floor=0.0)
+    assert no_floor is None
+    spread, _, _ = run("spread", exposure_discount=0.5, coverage_floor=0.0)
+    assert spread > plain
+    floored, floor, rows = run("floor", exposure_discount=0.0, coverage_floor=0.2)
+    assert (
+        floor is not None
+        and floor.items_before == plain
+        and floor.items_after == floored == rows["item_id"].nunique()
+    )
+    assert floored > plain and floor.swaps == floored - plain  # each swap adds one item and uncovers none
+    assert (rows.groupby("user_id").size() == 10).all()
+    # at most two swaps per list: every list keeps at least 8 of its plain items
+    kept = pd.merge(rows, plain_rows, on=["user_id", "item_id"]).groupby("user_id").size()
+    assert len(kept) == 120 and (kept >= 8).all()
 
 
 def test_cli_export_and_evaluate(small_ml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -18,6 +18,12 @@ Why: on the ml-100k reference split one DeepWalk scores nDCG@10 0.436 and one Gr
 of each 0.465 and 0.445, and the three-plus-three ensemble 0.492 (a single DeepWalk with 3x the walks: 0.448).
 The members' errors are largely independent (random walks, negative samples, initialisation), so averaging
 standardised scores removes variance that no single longer run removes.
+
+**Popularity prior** (``popularity_weight`` β, default 0.2): one more dimension, user side β, item side the
+item's standardised ``log(1 + interactions)``, adds ``β · pop(i)`` to every score. The members keep popularity
+(uniform negatives) but slightly under-weight it: on the reference split β = 0.1 / 0.2 / 0.3 move the 3+3
+ensemble from 0.492 to 0.495 / 0.496 / 0.496 (and six plus six seeds from 0.496 to 0.498 / 0.499 / 0.499),
+at lower coverage, which the export's coverage floor buys back cheaply.
 """
 
 from __future__ import annotations
@@ -49,14 +55,19 @@ class EnsembleConfig:
     graphsage_seeds: int = 3
     deepwalk_weight: float = 1.0
     graphsage_weight: float = 1.0
+    popularity_weight: float = 0.2  # β of the popularity prior (0 = none)
     base_seed: int = 42
     deepwalk: DeepWalkConfig = DEFAULT_DEEPWALK
     graphsage: SageConfig = DEFAULT_GRAPHSAGE
 
     def __post_init__(self) -> None:
-        if self.deepwalk_seeds < 0 or self.graphsage_seeds < 0 or self.deepwalk_seeds + self.graphsage_seeds == 0:
+        if (
+            self.deepwalk_seeds < 0
+            or self.graphsage_seeds < 0
+            or self.deepwalk_seeds + self.graphsage_seeds == 0
+        ):
             raise ValueError("an ensemble needs at least one member (deepwalk_seeds + graphsage_seeds >= 1)")
-        if self.deepwalk_weight < 0 or self.graphsage_weight < 0:
+        if self.deepwalk_weight < 0 or self.graphsage_weight < 0 or self.popularity_weight < 0:
             raise ValueError("ensemble weights must be >= 0")
 
 
@@ -90,6 +101,23 @@ def fold_ensemble(members: Sequence[EmbeddingArtifact], weights: Sequence[float]
     )  # fmt: skip
 
 
+def popularity_prior(data: RecallData) -> np.ndarray:
+    """log(1 + interactions) of each item of ``data`` (``data.item_ids`` order), standardised over the items."""
+    pop = np.log1p(np.bincount(data.item_cols, minlength=data.num_items).astype(np.float64))
+    std = pop.std()
+    return (pop - pop.mean()) / std if std > 0 else np.zeros_like(pop)
+
+
+def with_prior(artifact: EmbeddingArtifact, prior: np.ndarray, weight: float) -> EmbeddingArtifact:
+    """``artifact`` with one more dimension whose inner product adds ``weight · prior[item]`` to every score."""
+    if prior.shape != (len(artifact.item_ids),):
+        raise ValueError(f"prior has shape {prior.shape}, the artifact {len(artifact.item_ids)} items")
+    users = np.hstack([artifact.user_vectors, np.full((len(artifact.user_ids), 1), weight, np.float32)])
+    items = np.hstack([artifact.item_vectors, prior.astype(np.float32)[:, None]])
+    return dataclasses.replace(artifact, user_vectors=np.ascontiguousarray(users, np.float32),
+                               item_vectors=np.ascontiguousarray(items, np.float32))  # fmt: skip
+
+
 def fit_ensemble(data: RecallData, cfg: EnsembleConfig, version: str,
                  progress: Progress | None = None) -> EmbeddingArtifact:  # fmt: skip
     """Train every member on ``data`` and fold them (see the module docs)."""
@@ -110,5 +138,11 @@ def fit_ensemble(data: RecallData, cfg: EnsembleConfig, version: str,
         weights.append(cfg.graphsage_weight / cfg.graphsage_seeds)
     params: dict[str, object] = {"deepwalk_seeds": cfg.deepwalk_seeds, "graphsage_seeds": cfg.graphsage_seeds,
                                  "deepwalk_weight": cfg.deepwalk_weight,
-                                 "graphsage_weight": cfg.graphsage_weight}  # fmt: skip
-    return fold_ensemble(members, weights, version, params)
+                                 "graphsage_weight": cfg.graphsage_weight,
+                                 "popularity_weight": cfg.popularity_weight}  # fmt: skip
+    folded = fold_ensemble(members, weights, version, params)
+    if cfg.popularity_weight > 0:
+        if not np.array_equal(folded.item_ids, data.item_ids):
+            raise ValueError("the ensemble's items are not the training data's")
+        folded = with_prior(folded, popularity_prior(data), cfg.popularity_weight)
+    return folded

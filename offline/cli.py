@@ -353,7 +353,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = ExportConfig(k=args.k, seed=args.seed, exposure_discount=args.exposure_discount, diversify=args.diversify,
                        coverage_floor=args.coverage_floor,
                        ensemble=EnsembleConfig(deepwalk_seeds=args.deepwalk_seeds,
-                                               graphsage_seeds=args.graphsage_seeds))  # fmt: skip
+                                               graphsage_seeds=args.graphsage_seeds,
+                                               popularity_weight=args.popularity_weight))  # fmt: skip
     report = export_recommendations(settings, args.data, args.out, cfg, progress=StepProgress(1).line)
     print(json.dumps({"out": str(report.out), "users": report.users, "rows": report.rows,
                       "items_covered": report.items_covered, "model_version": report.model_version,
@@ -539,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "each user's top K (control/coverage.py); 0 turns it off")  # fmt: skip
     q.add_argument("--deepwalk-seeds", type=int, default=3, help="DeepWalk members of the ensemble")
     q.add_argument("--graphsage-seeds", type=int, default=3, help="GraphSAGE members of the ensemble")
+    q.add_argument("--popularity-weight", type=float, default=0.2,
+                   help="beta of the ensemble's popularity prior (models/ensemble.py); 0 = none")  # fmt: skip
     q.set_defaults(func=cmd_export)
     q = esub.add_parser("evaluate", parents=[common], help="score an exported CSV against a held-out split",
                         description="nDCG / recall / precision / MAP / hit rate @K, catalog coverage and popularity "

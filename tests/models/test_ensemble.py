@@ -51,3 +51,27 @@ def test_members_must_share_ids() -> None:
         fold_ensemble([a], [1.0, 2.0], "x")
     with pytest.raises(ValueError, match="at least one member"):
         EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0)
+
+
+def test_the_popularity_prior_adds_beta_times_standardised_log_popularity() -> None:
+    from recstack.models.ensemble import popularity_prior, with_prior
+    from recstack.models.evaluation import Interactions
+    from recstack.models.recall import RecallData
+
+    users = np.array([1, 1, 2, 2, 3, 3, 3], np.int64)
+    items = np.array([100, 101, 100, 102, 100, 101, 103], np.int64)
+    data = RecallData.build(Interactions(users, items, np.arange(7, dtype=np.int64), np.ones(7)))
+    prior = popularity_prior(data)
+    pop = np.log1p(np.array([3, 2, 1, 1], np.float64))
+    np.testing.assert_allclose(prior, (pop - pop.mean()) / pop.std())
+    rng = np.random.default_rng(3)
+    m = _member(rng, 3, 4, 5, "a")
+    plus = with_prior(m, prior, 0.2)
+    assert plus.dim == m.dim + 1
+    before = m.user_vectors.astype(np.float64) @ m.item_vectors.T.astype(np.float64)
+    after = plus.user_vectors.astype(np.float64) @ plus.item_vectors.T.astype(np.float64)
+    np.testing.assert_allclose(after - before, np.tile(0.2 * prior, (3, 1)), atol=1e-5)
+    with pytest.raises(ValueError, match="prior has shape"):
+        with_prior(m, prior[:2], 0.2)
+    with pytest.raises(ValueError, match=">= 0"):
+        EnsembleConfig(popularity_weight=-1.0)

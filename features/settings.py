@@ -363,6 +363,11 @@ class FraudSettings(BaseModel):
         default=True,
         description="/recommend checks the user, X-Device-Id and client IP against blocks (one Redis round trip)",
     )
+    check_cache_s: float = Field(
+        default=1.0, ge=0,
+        description="each worker remembers a (user, device, IP) check's answer this long, so a new block takes "
+        "effect within it; 0 asks Redis on every request",
+    )
     audit_max_len: int = Field(
         default=1_000_000, ge=1, description="quarantined events kept in the audit stream (approx.)"
     )

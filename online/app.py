@@ -95,6 +95,7 @@ class ServiceState:
         self.pacer: ExposurePacer | None = None  # counts served items when pacing is enabled
         self.fraud_guard: FraudGuard | None = None  # request-time block check (fraud.check_requests)
         self.fraud_retry_at = 0.0  # after a failed check, skip checks until then (monotonic s)
+        self.fraud_cache: dict[tuple[int, str | None, str | None], tuple[float, bool]] = {}  # -> (expires, blocked)
         self.moderation: ModerationStore | None = None  # content-safety review store (safety.enabled)
         self.moderation_sync: ModerationSync | None = None
 
@@ -106,13 +107,27 @@ class ServiceState:
         return rec
 
 
+FRAUD_CACHE_MAX = 100_000  # remembered request checks per worker (cleared when full)
+
+
 def _blocked(state: ServiceState, user_id: int, device_id: str | None, ip: str | None) -> bool:
     """Whether anti-fraud blocks this request's user, device or IP (False when Redis cannot say)."""
     guard = state.fraud_guard
-    if guard is None or _time.monotonic() < state.fraud_retry_at:
+    now = _time.monotonic()
+    if guard is None or now < state.fraud_retry_at:
         return False
+    key = (user_id, device_id, ip)
+    hit = state.fraud_cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
     try:
-        return guard.is_blocked(user_id, device_id, ip)
+        blocked = guard.is_blocked(user_id, device_id, ip)
+        ttl = state.settings.fraud.check_cache_s
+        if ttl > 0:
+            if len(state.fraud_cache) >= FRAUD_CACHE_MAX:
+                state.fraud_cache.clear()
+            state.fraud_cache[key] = (now + ttl, blocked)
+        return blocked
     except Exception:  # Redis down: serve, and skip the check for redis_retry_s (the event side still screens)
         log.debug("anti-fraud check unavailable", exc_info=True)
         state.fraud_retry_at = _time.monotonic() + state.settings.serving.redis_retry_s

@@ -229,6 +229,30 @@ def test_a_blocked_actor_gets_non_personalised_results_or_429(settings: Settings
         assert 'recstack_fallback_total{reason="blocked"} 1.0' in c.get("/metrics").text
 
 
+def test_a_new_block_takes_effect_within_the_check_cache(settings: Settings) -> None:
+    """Each worker remembers a request check for fraud.check_cache_s: a block published after a client's
+    first request reaches it once the remembered answer expires, not later."""
+    import redis as redis_sync
+    from recstack.control.fraud import publish_blocklist
+    from recstack.features.keys import RedisKey
+
+    s = Settings.model_validate({**settings.model_dump(), "fraud": {**settings.fraud.model_dump(),
+                                 "blocklist_refresh_s": 0, "check_cache_s": 0.5}})  # fmt: skip
+    client_r = redis_sync.Redis.from_url(s.redis.url or "")
+    device = f"phone-{time.time_ns()}"
+    with TestClient(create_app(s)) as c:
+        first = c.get("/recommend", params={"user_id": 3, "k": 5}, headers={"X-Device-Id": device})
+        assert first.json()["degraded"] == []
+        publish_blocklist(client_r, RedisKey(s.redis.key_prefix), [f"device:{device}"], f"v{time.time_ns()}")
+        cached = c.get("/recommend", params={"user_id": 3, "k": 5}, headers={"X-Device-Id": device})
+        assert cached.json()["degraded"] == []  # the remembered answer, still fresh
+        other = c.get("/recommend", params={"user_id": 4, "k": 5}, headers={"X-Device-Id": device})
+        assert other.json()["degraded"] == ["blocked"]  # another (user, device, IP): asked Redis
+        time.sleep(0.6)
+        later = c.get("/recommend", params={"user_id": 3, "k": 5}, headers={"X-Device-Id": device})
+        assert later.json()["degraded"] == ["blocked"]
+
+
 def test_review_decisions_reach_the_served_lists(settings: Settings) -> None:
     """Content safety in the service: an item the machine review rejects, or a reviewer rejects through
     /review, is never served after the next refresh; one approved from the queue is servable again."""

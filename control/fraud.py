@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from recstack.control.fraud_rules import (
@@ -213,14 +214,36 @@ class FraudGuard:
         """Why the actors of a request are blocked at ``at_ms`` (event time; default now), ``[]`` if they are
         not: ``blocked:<kind>(<cause>)`` and ``blocklist:<kind>`` reasons. One round trip."""
         self._maybe_refresh_blocklist()
-        at = int(time.time() * 1000) if at_ms is None else at_ms
-        ids = (str(user_id), device_id, ip)
-        present = [(kind, i) for kind, i in zip(ACTOR_KINDS, ids, strict=True) if i]
+        present = self._present(user_id, device_id, ip)
         pipe = self.client.pipeline(transaction=False)
+        self._queue_block_reads(pipe, present)
+        return self._reasons(present, pipe.execute(), at_ms)
+
+    async def block_reasons_async(
+        self, aclient: Any, user_id: int, device_id: str | None = None, ip: str | None = None,
+        at_ms: int | None = None,
+    ) -> list[str]:  # fmt: skip
+        """``block_reasons`` over an asyncio client (``redis.asyncio.Redis``): the event loop serves other
+        requests while the round trip is in flight."""
+        self._maybe_refresh_blocklist()
+        present = self._present(user_id, device_id, ip)
+        pipe = aclient.pipeline(transaction=False)
+        self._queue_block_reads(pipe, present)
+        return self._reasons(present, await pipe.execute(), at_ms)
+
+    @staticmethod
+    def _present(user_id: int, device_id: str | None, ip: str | None) -> list[tuple[ActorKind, str]]:
+        ids = (str(user_id), device_id, ip)
+        return [(kind, i) for kind, i in zip(ACTOR_KINDS, ids, strict=True) if i]
+
+    def _queue_block_reads(self, pipe: Any, present: list[tuple[ActorKind, str]]) -> None:
         pipe.mget([self.keys.fraud_blocked(kind.value, i) for kind, i in present])
         if self.blocklist_version is not None:
             pipe.smismember(self._blocklist_key(), [actor_member(kind, i) for kind, i in present])
-        results = pipe.execute()
+
+    @staticmethod
+    def _reasons(present: list[tuple[ActorKind, str]], results: list[Any], at_ms: int | None) -> list[str]:
+        at = int(time.time() * 1000) if at_ms is None else at_ms
         reasons = []
         for (kind, _), value in zip(present, results[0], strict=True):
             if value is not None:

@@ -5,9 +5,11 @@ Start with ``recstack serve`` (uvicorn, ``--workers N``) or ``uvicorn --factory 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import datetime as dt
 import logging
+import os
 import threading
 import time
 import time as _time
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import orjson
+import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -96,6 +99,8 @@ class ServiceState:
         self.fraud_guard: FraudGuard | None = None  # request-time block check (fraud.check_requests)
         self.fraud_retry_at = 0.0  # after a failed check, skip checks until then (monotonic s)
         self.fraud_cache: dict[tuple[int, str | None, str | None], tuple[float, bool]] = {}  # -> (expires, blocked)
+        self.fraud_url = ""  # the check's asyncio connection (opened on the event loop at first use)
+        self.fraud_aclient: aioredis.Redis | None = None
         self.moderation: ModerationStore | None = None  # content-safety review store (safety.enabled)
         self.moderation_sync: ModerationSync | None = None
 
@@ -110,8 +115,9 @@ class ServiceState:
 FRAUD_CACHE_MAX = 100_000  # remembered request checks per worker (cleared when full)
 
 
-def _blocked(state: ServiceState, user_id: int, device_id: str | None, ip: str | None) -> bool:
-    """Whether anti-fraud blocks this request's user, device or IP (False when Redis cannot say)."""
+async def _blocked(state: ServiceState, user_id: int, device_id: str | None, ip: str | None) -> bool:
+    """Whether anti-fraud blocks this request's user, device or IP (False when Redis cannot say). Awaited
+    next to the real-time read: the check never holds the event loop."""
     guard = state.fraud_guard
     now = _time.monotonic()
     if guard is None or now < state.fraud_retry_at:
@@ -120,18 +126,24 @@ def _blocked(state: ServiceState, user_id: int, device_id: str | None, ip: str |
     hit = state.fraud_cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
+    timeout = state.settings.serving.redis_timeout_ms / 1000
     try:
-        blocked = guard.is_blocked(user_id, device_id, ip)
-        ttl = state.settings.fraud.check_cache_s
-        if ttl > 0:
-            if len(state.fraud_cache) >= FRAUD_CACHE_MAX:
-                state.fraud_cache.clear()
-            state.fraud_cache[key] = (now + ttl, blocked)
-        return blocked
+        if state.fraud_aclient is None:
+            state.fraud_aclient = aioredis.Redis.from_url(
+                state.fraud_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        check = guard.block_reasons_async(state.fraud_aclient, user_id, device_id, ip)
+        blocked = bool(await asyncio.wait_for(check, timeout=4 * timeout))
     except Exception:  # Redis down: serve, and skip the check for redis_retry_s (the event side still screens)
         log.debug("anti-fraud check unavailable", exc_info=True)
         state.fraud_retry_at = _time.monotonic() + state.settings.serving.redis_retry_s
         return False
+    ttl = state.settings.fraud.check_cache_s
+    if ttl > 0:
+        if len(state.fraud_cache) >= FRAUD_CACHE_MAX:
+            state.fraud_cache.clear()
+        state.fraud_cache[key] = (now + ttl, blocked)
+    return blocked
 
 
 def open_ctr_ranker(s: Settings) -> tuple[Ranker, ChampionRanker | None]:
@@ -305,6 +317,7 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
             from recstack.features.keys import RedisKey
 
             timeout = s.serving.redis_timeout_ms / 1000
+            state.fraud_url = redis_url
             state.fraud_guard = FraudGuard(redis_sync.Redis.from_url(redis_url, socket_timeout=timeout,
                                                                      socket_connect_timeout=timeout),
                                            RedisKey(s.redis.key_prefix), s.fraud)  # fmt: skip
@@ -323,6 +336,8 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
             pacer.close()
         pool.shutdown(wait=False, cancel_futures=True)
         await realtime.aclose()
+        if state.fraud_aclient is not None:
+            await state.fraud_aclient.aclose()
         if bus is None and event_bus is not None:
             event_bus.close()
 
@@ -373,21 +388,25 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         x_device_id: Annotated[str | None, Header(max_length=128, description="device id, for anti-fraud")] = None,
     ) -> Response:
         k = _checked_k(state, k)
-        blocked = _blocked(state, user_id, x_device_id, request.client.host if request.client else None)
-        if blocked and state.settings.fraud.blocked_response == "429":
-            state.metrics.fallbacks.labels("blocked").inc()
-            return JSONResponse({"detail": "too many requests: this client is blocked by anti-fraud"}, status_code=429)
         if time is None:
             time = dt.datetime.now(dt.UTC)
         elif time.tzinfo is None:
             time = time.replace(tzinfo=dt.UTC)
+        rt = state.realtime
+        started = _time.perf_counter()
+        # the anti-fraud check and the real-time read: two round trips in flight together
+        check = _blocked(state, user_id, x_device_id, request.client.host if request.client else None)
+        if rt is not None:
+            blocked, user_rt = await asyncio.gather(check, rt.read_user_async(user_id, int(time.timestamp() * 1000)))
+        else:
+            blocked, user_rt = await check, None
+        redis_s = _time.perf_counter() - started
+        if blocked and state.settings.fraud.blocked_response == "429":
+            state.metrics.fallbacks.labels("blocked").inc()
+            return JSONResponse({"detail": "too many requests: this client is blocked by anti-fraud"}, status_code=429)
         recommender = state.recommender
         context = RequestContext(page=page, device=device, city=city, time=time)
         m = state.metrics
-        rt = state.realtime
-        started = _time.perf_counter()
-        user_rt = await rt.read_user_async(user_id, int(time.timestamp() * 1000)) if rt is not None else None
-        redis_s = _time.perf_counter() - started
         try:
             if blocked:  # non-personalised: nothing of the blocked actor's behaviour is used
                 rec = recommender.fallback_only(user_id, k, context)
@@ -453,8 +472,8 @@ def create_app(settings: Settings | None = None, bus: EventBus | None = None,
         return EventsAccepted(accepted=len(values), topic=topic)
 
     @app.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, object]:
+        return {"status": "ok", "worker": os.getpid()}  # which process of the service answered
 
     @app.get("/readyz", summary="Readiness: a model is loaded")
     async def readyz(state: State) -> dict[str, object]:

@@ -84,6 +84,7 @@ class LoadResult:
     client_cpu_s: float  # CPU seconds this process used in the measured window (time.process_time)
     connections: int  # TCP connections opened over the whole run (== concurrency when keep-alive held)
     body_bytes: int  # response body bytes of the successful requests (chunked bodies de-chunked)
+    connections_per_worker: dict[str, int] | None = None  # after ``spread`` (server worker id -> connections)
 
     def summary(self) -> dict[str, Any]:
         """The numbers as a JSON-ready dict; latency percentiles are ``None`` when nothing succeeded."""
@@ -105,6 +106,7 @@ class LoadResult:
             "client_cpu_s": round(self.client_cpu_s, 3),
             "duration_s": round(self.duration_s, 3),
             "connections": self.connections,
+            "connections_per_worker": self.connections_per_worker,
         }
 
 
@@ -234,6 +236,20 @@ class _HttpConnection:
             raise _ConnectError(str(e)) from e
         if self.timed_out:  # the watchdog fired while connecting
             raise TimeoutError
+
+    async def get_body(self, request: bytes) -> bytes:
+        """Send one request on the open connection and return its body (Content-Length framing only)."""
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None:
+            raise _ConnectError("connection not open")
+        writer.write(request)
+        status, length, _, close = _parse_head(await reader.readuntil(_HEAD_END))
+        if length is None or not 200 <= status < 300:
+            raise _ProtocolError(f"probe answered {status} without Content-Length framing")
+        body = await reader.readexactly(length)
+        if close:
+            self.close()
+        return body
 
     async def _exchange(self, request: bytes) -> tuple[int, int]:
         reader, writer = self._reader, self._writer
@@ -426,6 +442,39 @@ async def _open_all(conns: list[_HttpConnection], timeout_s: float) -> None:
         raise ServerUnreachableError(f"cannot connect to {host}:{port}: {failures[0]!r}") from failures[0]
 
 
+async def spread(conns: list[_HttpConnection], probe: bytes, workers: int, timeout_s: float,
+                 max_reopens: int = 200) -> dict[str, int]:  # fmt: skip
+    """Even out the open connections over ``workers`` server processes sharing one listening socket.
+
+    The kernel hands each accepted connection to whichever process wins the accept, and one process often takes
+    a whole burst, so every request then queues on one worker while the other idles. ``probe`` (a GET whose JSON
+    body names the serving process as ``"worker"``) tells which process holds each connection; a connection of
+    the most loaded process is reopened until each has at most its fair share, as a balancer that keeps a pool
+    per backend would. Returns connections per worker id."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+
+    async def owner(c: _HttpConnection) -> str:
+        body = await asyncio.wait_for(c.get_body(probe), timeout_s)
+        try:
+            return str(json.loads(body)["worker"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise _ProtocolError(f"probe body names no worker: {body[:80]!r}") from e
+
+    owners = {id(c): await owner(c) for c in conns}
+    fair = math.ceil(len(conns) / workers)
+    for _ in range(max_reopens):
+        counts = Counter(owners.values())
+        if len(counts) >= min(workers, len(conns)) and max(counts.values()) <= fair:
+            break
+        busiest = max(counts, key=lambda w: counts[w])
+        c = next(c for c in conns if owners[id(c)] == busiest)
+        c.close()
+        await asyncio.wait_for(c.open(), timeout_s)
+        owners[id(c)] = await owner(c)
+    return dict(sorted(Counter(owners.values()).items()))
+
+
 async def run_load_async(
     host: str,
     port: int,
@@ -436,6 +485,8 @@ async def run_load_async(
     timeout_s: float = 5.0,
     rate: float | None = None,
     connections: int | None = None,
+    spread_workers: int | None = None,
+    probe_path: str = "/healthz",
 ) -> LoadResult:
     """:func:`run_load` inside an already running event loop."""
     if concurrency < 1:
@@ -451,6 +502,9 @@ async def run_load_async(
     requests = _prepare_requests(host, port, paths)
     conns = [_HttpConnection(host, port) for _ in range(connections or concurrency)]
     await _open_all(conns, timeout_s)
+    per_worker = None
+    if spread_workers is not None:
+        per_worker = await spread(conns, _prepare_requests(host, port, [probe_path])[0], spread_workers, timeout_s)
 
     # warm-up, then the measured window; the workers record only while `recording` is set
     balanced = connections is not None and connections > concurrency
@@ -489,6 +543,7 @@ async def run_load_async(
         client_cpu_s=cpu1 - cpu0,
         connections=sum(c.opened for c in conns),
         body_bytes=run.body_bytes,
+        connections_per_worker=per_worker,
     )
 
 
@@ -511,18 +566,21 @@ def run_load(
     timeout_s: float = 5.0,
     rate: float | None = None,
     connections: int | None = None,
+    spread_workers: int | None = None,
 ) -> LoadResult:
     """Drive ``http://host:port`` with ``GET paths[i % len(paths)]`` from ``concurrency`` keep-alive connections.
 
     Runs ``warmup_s`` unrecorded, then records for ``duration_s`` (seconds). ``timeout_s`` bounds each request,
     reconnect included. ``rate`` (requests/s) switches from closed loop to open-loop pacing. Raises
     ``ValueError`` for bad arguments and ``ServerUnreachableError`` when a connection cannot be opened at the start.
-    ``connections`` > ``concurrency`` opens that many and balances requests over them (``_BalancedPool``).
+    ``connections`` > ``concurrency`` opens that many and balances requests over them (``_BalancedPool``);
+    ``spread_workers`` first evens the connections out over that many server processes (:func:`spread`).
     Starts its own event loop: call :func:`run_load_async` from inside one.
     """
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(
-            run_load_async(host, port, paths, concurrency, duration_s, warmup_s, timeout_s, rate, connections)
+            run_load_async(host, port, paths, concurrency, duration_s, warmup_s, timeout_s, rate, connections,
+                           spread_workers)  # fmt: skip
         )
 
 
@@ -549,6 +607,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=None,
                         help="keep-alive connections (default: one per worker); more than --concurrency balances "
                         "each request by latency, as an L7 load balancer does")  # fmt: skip
+    parser.add_argument("--spread-workers", type=int, default=None,
+                        help="even the connections out over this many server processes first (GET /healthz must "
+                        "name the serving process as \"worker\")")  # fmt: skip
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"--port must be in 1..65535, got {args.port}")
@@ -558,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("need --duration > 0, --warmup >= 0 and --timeout > 0")
     if args.rate is not None and not args.rate > 0:
         parser.error(f"--rate must be positive, got {args.rate}")
+    if args.spread_workers is not None and args.spread_workers < 1:
+        parser.error(f"--spread-workers must be at least 1, got {args.spread_workers}")
 
     try:
         paths = read_paths(args.paths_file)
@@ -570,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run_load(
             args.host, args.port, paths, args.concurrency, args.duration, args.warmup, args.timeout, args.rate,
-            args.connections,
+            args.connections, args.spread_workers,
         )
     except (ValueError, ServerUnreachableError) as e:
         print(f"loadgen: {e}", file=sys.stderr)

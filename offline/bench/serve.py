@@ -332,7 +332,8 @@ def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: 
             load = subprocess.run(
                 [sys.executable, "-m", "recstack.offline.bench.loadgen", "--host", "127.0.0.1", "--port", str(port),
                  "--paths-file", str(paths_file), "--concurrency", str(concurrency), "--duration", str(duration_s),
-                 "--warmup", "3", "--connections", str(connections or 4 * concurrency)],
+                 "--warmup", "3", "--connections", str(connections or 4 * concurrency),
+                 "--spread-workers", str(workers)],
                 capture_output=True, text=True, timeout=duration_s + 120,
             )  # fmt: skip
             if load.returncode != 0:
@@ -350,6 +351,7 @@ def run_serve_bench(n_items: int, n_users: int, duration_s: float, concurrency: 
         "p95_ms": summary["p95_ms"], "p99_ms": summary["p99_ms"], "errors": summary["errors"],
         "requests": summary["requests"], **floor, "ranker": f"{ranker} (seeded weights: cost only)",
         "connections": connections or 4 * concurrency, "index": index_kind, "release_build_s": round(build_s, 1), "loadgen_cpu_s": summary.get("client_cpu_s"),
+        "connections_per_worker": summary.get("connections_per_worker"),
     }  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -15,6 +16,11 @@ CHUNK_BYTES = 1000
 SLOW_S = 3.0
 
 app = FastAPI()
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, object]:
+    return {"status": "ok", "worker": os.getpid()}
 
 
 @app.get("/ok")

@@ -271,3 +271,31 @@ def test_balanced_mode_end_to_end(app_port: int) -> None:
     assert result.errors == 0 and result.requests > 10 and result.connections == 9
     with pytest.raises(ValueError, match="connections"):
         run_load("127.0.0.1", app_port, ["/ok"], concurrency=4, duration_s=0.5, connections=2)
+
+
+def test_spread_evens_connections_over_server_processes() -> None:
+    """Two uvicorn workers on one socket: however the kernel split the accepts, the connections end up even."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.offline._loadgen_app:app", "--host", "127.0.0.1", "--port",
+         str(port), "--workers", "2", "--log-level", "warning", "--no-access-log"],
+        cwd=REPO,
+    )  # fmt: skip
+    try:
+        _wait_http(port, proc, 60)
+        pids: set[str] = set()
+        deadline = time.monotonic() + 30  # both workers accepting
+        while len(pids) < 2 and time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                pids.add(str(json.loads(r.read())["worker"]))
+        result = run_load("127.0.0.1", port, ["/ok"], concurrency=4, duration_s=0.5, warmup_s=0.1,
+                          connections=16, spread_workers=2)  # fmt: skip
+        _assert_consistent(result)
+        assert result.errors == 0
+        per_worker = result.connections_per_worker
+        assert per_worker is not None and set(per_worker) == pids and sum(per_worker.values()) == 16
+        assert max(per_worker.values()) <= 8
+        assert result.summary()["connections_per_worker"] == per_worker
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,7 +111,8 @@ def test_events_are_validated_and_published_to_the_bus(client: TestClient, setti
 
 
 def test_health_readiness_and_metrics(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["worker"] == os.getpid()  # TestClient: this process answers
     assert client.get("/readyz").json()["status"] == "ready"
     client.get("/recommend", params={"user_id": 10**12})
     text = client.get("/metrics").text

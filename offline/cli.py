@@ -14,10 +14,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from recstack.features.settings import Settings, load_settings
+
+T = TypeVar("T")
 
 
 def _date(value: str) -> dt.date:
@@ -27,24 +30,23 @@ def _date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _positive(value: str) -> int:
+def _number(value: str, cast: Callable[[float], T], ok: Callable[[T], bool], rule: str) -> T:
+    """``value`` parsed as a number and cast, or an argparse error naming ``rule``."""
     try:
-        n = int(float(value))
+        x = cast(float(value))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
-    return n
+    if not ok(x):
+        raise argparse.ArgumentTypeError(f"{value!r} must be {rule}")
+    return x
+
+
+def _positive(value: str) -> int:
+    return _number(value, int, lambda n: n > 0, "positive")
 
 
 def _share(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 0 <= x <= 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be in [0, 1]")
-    return x
+    return _number(value, float, lambda x: 0 <= x <= 1, "in [0, 1]")
 
 
 def _settings(args: argparse.Namespace) -> Settings:

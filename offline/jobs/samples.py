@@ -95,9 +95,8 @@ _NARROW = [EVENT_HASH, Col.USER_ID, Col.ITEM_ID, TS_MS, KIND, Col.EVENT_DATE]
 _ITEM_RESULT_SCHEMA = T.StructType(
     [f for f in _ACT_FIELDS if f.name in _NARROW and f.name != Col.EVENT_DATE] + _ITEM_WINDOW_FIELDS
 )
-_USER_INPUT_SCHEMA = T.StructType(_ACT_FIELDS + _ITEM_WINDOW_FIELDS)
 _USER_STAGE_SCHEMA = T.StructType(
-    [f for f in _USER_INPUT_SCHEMA.fields if f.name not in (EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL)]
+    [f for f in _ACT_FIELDS + _ITEM_WINDOW_FIELDS if f.name not in (EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL)]
     + [
         T.StructField(Col.CLICK, T.ByteType()),
         T.StructField(Col.CLICK_TS, T.TimestampType()),

@@ -180,7 +180,7 @@ def synthetic_ranker(path: Path, art: EmbeddingArtifact, catalog_genres: list[li
     import pandas as pd
     import torch
     from recstack.features.definitions import DENSE_FEATURES, FEATURES_BY_NAME
-    from recstack.models.ctr import CtrEncoder, MoEConfig, MoERanker, WideDeep
+    from recstack.models.ctr import CtrEncoder, build_ranker, model_config
     from recstack.offline.jobs.rank import CROSSES, FIELDS
 
     rng = np.random.default_rng(seed)
@@ -207,9 +207,10 @@ def synthetic_ranker(path: Path, art: EmbeddingArtifact, catalog_genres: list[li
             fit[d] = np.log1p(rng.poisson(1.0, n)).astype(float)
     enc = CtrEncoder(FIELDS, "genres", CROSSES, dense=list(DENSE_FEATURES)).fit(fit)
     torch.manual_seed(seed)
-    net = WideDeep(enc) if model == "widedeep" else MoERanker(enc, MoEConfig())
+    net = build_ranker(model, enc)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": model, "encoder": enc, "state": net.state_dict(), "version": f"synthetic-{model}",
+    torch.save({"kind": model, "encoder": enc, "state": net.state_dict(), "config": model_config(net),
+                "version": f"synthetic-{model}",
                 "snapshot": {"users": users, "items": items}}, path)  # fmt: skip
     return path
 

@@ -27,13 +27,13 @@ from recstack.features.settings import Settings
 from recstack.models.artifact import ArtifactError
 from recstack.models.ctr import (
     CtrEncoder,
-    MoEConfig,
-    MoERanker,
     TrainConfig,
-    WideDeep,
     auc,
+    build_ranker,
     logloss,
+    model_config,
     predict,
+    ranker_from_saved,
     train_ctr,
 )
 from recstack.models.registry import GateConfig, GateDecision, promote
@@ -105,10 +105,6 @@ def _metrics(model: torch.nn.Module, enc: CtrEncoder, frame: pd.DataFrame) -> di
     return out
 
 
-def _build(model: str, enc: CtrEncoder) -> torch.nn.Module:
-    return WideDeep(enc) if model == "widedeep" else MoERanker(enc, MoEConfig())
-
-
 def train_ranker(settings: Settings, model: str = "widedeep", eval_days: int = 7, epochs: int = 5,
                  progress: Progress = no_progress) -> dict[str, Any]:  # fmt: skip
     if model not in MODELS:
@@ -123,7 +119,7 @@ def train_ranker(settings: Settings, model: str = "widedeep", eval_days: int = 7
     enc = CtrEncoder(FIELDS, Col.GENRES, CROSSES, dense=list(DENSE_FEATURES)).fit(fit)
     tasks = ["click"] if model == "widedeep" else ["click", "like"]
     torch.manual_seed(42)
-    net = _build(model, enc)
+    net = build_ranker(model, enc)
     result = train_ctr(net, enc.transform(fit), {t: fit[t].to_numpy() for t in tasks}, enc.transform(val),
                        {t: val[t].to_numpy() for t in tasks}, TrainConfig(epochs=epochs), progress=progress)  # fmt: skip
     metrics = _metrics(net, enc, recent)
@@ -134,8 +130,8 @@ def train_ranker(settings: Settings, model: str = "widedeep", eval_days: int = 7
     with tempfile.TemporaryDirectory(prefix="recstack-ranker-") as tmp:
         out = Path(tmp) / "model"
         out.mkdir()
-        torch.save({"kind": model, "encoder": enc, "state": net.state_dict(), "version": version,
-                    "snapshot": feature_snapshot(settings.lake_root)}, out / ARTIFACT)  # fmt: skip
+        torch.save({"kind": model, "encoder": enc, "state": net.state_dict(), "config": model_config(net),
+                    "version": version, "snapshot": feature_snapshot(settings.lake_root)}, out / ARTIFACT)  # fmt: skip
         tracked = log_training_run(
             tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root,
             experiment=settings.mlflow.experiment, run_name=version, params={"model": model, "epochs": epochs,
@@ -157,9 +153,7 @@ def load_ranker_version(settings: Settings, model: str, version: str) -> tuple[t
     source = MlflowClient(uri).get_model_version(registered_name(model), version).source
     path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=uri)) / ARTIFACT
     saved = torch.load(path, weights_only=False)  # our own artifact, from our registry
-    net = _build(saved["kind"], saved["encoder"])
-    net.load_state_dict(saved["state"])
-    return net, saved["encoder"]
+    return ranker_from_saved(saved), saved["encoder"]
 
 
 def promote_ranker(settings: Settings, model: str, version: str, eval_days: int = 7,

@@ -55,13 +55,31 @@ class CtrBatch:
         return CtrBatch(self.sparse.to(device), self.multi.to(device), self.cross.to(device), self.dense.to(device))
 
 
+with np.errstate(over="ignore"):
+    _PMIX = np.uint64(1_000_003) * _MIX  # wraps mod 2^64, as the hash's arithmetic does
+
+
+def _cross_linear(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The part of the hash's first step that is linear in the codes (mod 2^64): a * P * MIX + b * MIX."""
+    with np.errstate(over="ignore"):
+        return a.astype(np.uint64) * _PMIX + b.astype(np.uint64) * _MIX
+
+
+def _cross_salt(salt: int | np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.asarray(salt, np.uint64) * _MIX * _MIX
+
+
+def cross_bucket(x: np.ndarray, buckets: int = CROSS_BUCKETS) -> np.ndarray:
+    return (np.uint64(1) + (x ^ (x >> np.uint64(29))) % np.uint64(buckets - 1)).astype(np.int64)
+
+
 def hash_cross(a: np.ndarray, b: np.ndarray, salt: int | np.ndarray, buckets: int = CROSS_BUCKETS) -> np.ndarray:
     """A bucket in ``[1, buckets)`` per (a, b) pair of encoded ids (multiplicative hashing, vectorised); 0 is
-    left for padding."""
+    left for padding. x = (a * P + b + salt * MIX) * MIX (mod 2^64), x ^= x >> 29, 1 + x mod (buckets - 1);
+    the first step is linear in a and b, so a sum of per-side parts (``_cross_linear``) hashes alike."""
     with np.errstate(over="ignore"):
-        x = (a.astype(np.uint64) * np.uint64(1_000_003) + b.astype(np.uint64) + np.uint64(salt) * _MIX) * _MIX
-        x ^= x >> np.uint64(29)
-    return (np.uint64(1) + x % np.uint64(buckets - 1)).astype(np.int64)
+        return cross_bucket(_cross_linear(a, b) + _cross_salt(salt), buckets)
 
 
 @dataclass
@@ -140,13 +158,29 @@ class CtrEncoder:
             multi += [b == self.multi_field] * len(cols)
         return np.array(left, np.int64), np.array(right, np.int64), np.array(salt, np.uint64), np.array(multi, bool)
 
+    def cross_linear(self, codes: np.ndarray, multi: np.ndarray) -> np.ndarray:
+        """(n, C) uint64: the linear part of every cross's hash. Codes of disjoint fields add, and so do
+        their parts (mod 2^64): the online ranker sums an item's part and a request's part."""
+        left, right, _, _ = self._cross_plan
+        return _cross_linear(codes[:, left], np.hstack([codes, multi])[:, right])
+
+    def cross_present(self, multi: np.ndarray) -> np.ndarray:
+        """(n, C) bool: False on the crosses with a padded slot of the multi-valued field (bucket 0)."""
+        _, right, _, from_multi = self._cross_plan
+        values = np.hstack([np.ones((len(multi), len(self.fields)), np.int64), multi])[:, right]
+        return ~(from_multi & (values == 0))
+
+    @property
+    def cross_salt(self) -> np.ndarray:
+        return _cross_salt(self._cross_plan[2])
+
     def cross_ids(self, codes: np.ndarray, multi: np.ndarray) -> np.ndarray:
         """(n, C) hashed cross buckets from per-field codes (n, F) and multi-valued codes (n, max_multi)."""
         if not self.crosses:
             return np.zeros((len(codes), 0), np.int64)
-        left, right, salt, from_multi = self._cross_plan
-        r = np.hstack([codes, multi])[:, right]
-        return np.where(from_multi & (r == 0), 0, hash_cross(codes[:, left], r, salt))
+        with np.errstate(over="ignore"):
+            buckets = cross_bucket(self.cross_linear(codes, multi) + self.cross_salt)
+        return np.where(self.cross_present(multi), buckets, 0)
 
     def encode(self, codes: np.ndarray, multi: np.ndarray, dense_raw: np.ndarray) -> CtrBatch:
         """The model input from per-field codes (n, F), multi-valued codes (n, max_multi) and the raw dense
@@ -352,23 +386,25 @@ class FusedMoE(nn.Module):
         n, cfg, split = first.shape[0], self.cfg, self.n_experts * self.h0
         h = torch.relu(first[:, :split]).view(n, self.n_experts, self.h0).transpose(0, 1)
         for w, bias in self.deeper:  # (E, B, h)
-            h = torch.relu(torch.baddbmm(bias, h, w))
-        shared = h[: self.n_shared].sum(0) if self.n_shared else torch.zeros(n, h.shape[2])
+            h = torch.baddbmm(bias, h, w).relu_()
+        shared = h[: self.n_shared].sum(0) if self.n_shared > 1 else h[0] if self.n_shared else None
         routed = h[self.n_shared :]  # (R, B, d)
         tasks, r = len(cfg.tasks), self.n_routed
         logits = first[:, split:].reshape(n, tasks, r)
-        scores = torch.exp(logits - logits.amax(2, keepdim=True))  # softmax over the experts (B, T, R); this
-        scores = scores / scores.sum(2, keepdim=True)  # is faster than torch.softmax on a last axis of ~4
+        scores = (logits - logits.amax(2, keepdim=True)).exp_()  # softmax over the experts (B, T, R); this
+        scores.div_(scores.sum(2, keepdim=True))  # is faster than torch.softmax on a last axis of ~4
         k = cfg.top_k
         if k is not None and k < r:  # as MoERanker._gate: the bias steers the selection only
             biased = scores + self.route_bias
             chosen = biased >= torch.topk(biased, k, dim=2).values[:, :, -1:]  # the k best (ties: measure zero)
-            weights = scores * chosen
-            scores = weights / weights.sum(2, keepdim=True).clamp(min=1e-9)
+            weights = scores.mul_(chosen)
+            scores = weights.div_(weights.sum(2, keepdim=True).clamp_(min=1e-9))
         # (T, R, B, 1) * (1, R, B, d) summed over R: elementwise beats a batch of B tiny matrix products
-        t = (scores.permute(1, 2, 0).unsqueeze(3) * routed.unsqueeze(0)).sum(1) + shared  # (T, B, d)
+        t = (scores.permute(1, 2, 0).unsqueeze(3) * routed.unsqueeze(0)).sum(1)  # (T, B, d)
+        if shared is not None:
+            t.add_(shared)
         for w, bias in self.tw[:-1]:
-            t = torch.relu(torch.baddbmm(bias, t, w))
+            t = torch.baddbmm(bias, t, w).relu_()
         w, bias = self.tw[-1]  # (T, h, 1): a product with one output column is a weighted sum
         out_logits = (t * w.transpose(1, 2)).sum(2) + bias.squeeze(2)  # (T, B)
         out = {task: out_logits[j] for j, task in enumerate(cfg.tasks)}

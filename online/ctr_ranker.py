@@ -28,7 +28,7 @@ import torch
 from recstack.features.definitions import FEATURES_BY_NAME
 from recstack.features.keys import Col
 from recstack.models.artifact import ArtifactError
-from recstack.models.ctr import CtrBatch, CtrEncoder, fused, ranker_from_saved
+from recstack.models.ctr import CtrBatch, CtrEncoder, cross_bucket, fused, ranker_from_saved
 from recstack.models.ids import IdIndex
 from recstack.online.ranking import RT_ITEM, RT_USER, RankBatch
 
@@ -87,11 +87,12 @@ class CtrRanker:
     so ``x @ W`` = item part + request part + real-time part, and so is the wide part (a sum of weights):
 
     * item part: precomputed per item when the ranker loads (as an item tower's outputs are), with the
-      item's wide weights summed in one more column: (H + 1) floats per item, 1.3 KB for the default MoE
-      (130 MB at 100K items); the snapshot is frozen with the ranker, so a row never goes stale;
-    * request part: one row of embeddings and dense values, multiplied once;
-    * per candidate: the real-time columns (a (B, 4) product) and the hashed user x item crosses of the wide
-      part. What is left of the network runs on the summed first layer (``after_first``)."""
+      sum of the item's wide weights and the item's part of every cross's hash (the hash's first step is
+      linear mod 2^64): ~1.5 KB per item for the default MoE (150 MB at 100K items); the snapshot is frozen
+      with the ranker, so a row never goes stale;
+    * request part: one row of embeddings and dense values, multiplied once, and its part of the hashes;
+    * per candidate: the real-time columns (a (B, 4) product) and the end of the cross hashes. What is left
+      of the network runs on the summed first layer (``after_first``)."""
 
     name = "ctr"
 
@@ -129,8 +130,13 @@ class CtrRanker:
         self.wide_table = wide.table.weight.detach().numpy()[:, 0] if wide is not None else None
         self.wide_bias = float(wide.bias.detach()) if wide is not None else 0.0
         self.h = w.shape[1]
+        self.w_first_t = w.t().contiguous()
         n_items = len(snapshot.item_codes)  # + one row for items the snapshot does not know
-        self.item_part = torch.empty((n_items + 1, self.h + 1), dtype=torch.float32)
+        self.item_first = torch.empty((n_items + 1, self.h), dtype=torch.float32)
+        self.item_wide = np.zeros(n_items + 1, np.float32)
+        n_cross = len(enc.cross_salt)
+        self.item_cross = np.zeros((n_items + 1, n_cross), np.uint64)  # the item's part of each cross's hash
+        self.item_cross_present = np.ones((n_items + 1, n_cross), bool)
         for lo in range(0, n_items + 1, 8192):
             self._fill_items(np.arange(lo, min(lo + 8192, n_items + 1)))
 
@@ -184,50 +190,48 @@ class CtrRanker:
         dense = np.where(np.isnan(dense), self.dense_mean[None, :], dense)
         with torch.inference_mode():
             x = self.net.inputs(self.enc.encode(codes, multi, dense)) * self.item_mask
-            part = torch.cat([x @ self.w_first, torch.zeros(len(slots), 1)], dim=1)
-            if self.wide_table is not None:
-                ids = (codes + self.offsets)[:, self.item_field]
-                mb = self.net.wide.multi_base
-                wide = self.wide_table[ids].sum(1) + np.where(multi > 0, self.wide_table[multi + mb], 0.0).sum(1)
-                part[:, self.h] = torch.from_numpy(wide.astype(np.float32))
-            self.item_part[torch.from_numpy(slots)] = part
+            self.item_first[torch.from_numpy(slots)] = x @ self.w_first
+        if self.wide_table is not None:
+            ids = (codes + self.offsets)[:, self.item_field]
+            mb = self.net.wide.multi_base
+            wide = self.wide_table[ids].sum(1) + np.where(multi > 0, self.wide_table[multi + mb], 0.0).sum(1)
+            self.item_wide[slots] = wide
+            self.item_cross[slots] = self.enc.cross_linear(codes, multi)
+            self.item_cross_present[slots] = self.enc.cross_present(multi)
 
     def first_and_wide(self, batch: RankBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``inputs(b) @ W + bias`` of the fused model (B, H) and its wide logit (B,), assembled by parts."""
         s = self.snapshot
-        n_known = len(s.item_codes)
         irows = s.items.rows(batch.item_ids)
-        known = irows >= 0
-        slots = np.where(known, irows, n_known)
+        slots = np.where(irows >= 0, irows, len(s.item_codes))
         req_codes, req_dense = self._request(batch)
         req_ids = req_codes + self.offsets
         e = self.emb[req_ids] * (~self.item_field)[:, None]
         d = np.where(np.isnan(req_dense), self.dense_mean, req_dense)
         d = np.where(self.request_dense, (d - self.dense_mean) / self.dense_std, 0.0)
         x0 = np.concatenate([e.ravel(), np.zeros(self.emb.shape[1], np.float32), d.astype(np.float32)])
-        rt = (batch.item_realtime[:, self.rt_idx] - self.rt_mean) / self.rt_std
+        rt = ((batch.item_realtime[:, self.rt_idx] - self.rt_mean) / self.rt_std).astype(np.float32)
         with torch.inference_mode():
-            part = torch.index_select(self.item_part, 0, torch.from_numpy(slots))
-            request = torch.addmv(self.bias, self.w_first.t(), torch.from_numpy(x0))
-            first = torch.addmm(part[:, : self.h] + request, torch.from_numpy(rt.astype(np.float32)), self.w_rt)
+            first = torch.index_select(self.item_first, 0, torch.from_numpy(slots))
+            first.add_(torch.addmv(self.bias, self.w_first_t, torch.from_numpy(x0)))
+            first.addmm_(torch.from_numpy(rt), self.w_rt)
         if self.wide_table is None:
             return first, None
-        safe = np.where(known, irows, 0)
-        codes = np.where(known[:, None], s.item_codes[safe], 0) + req_codes[None, :]
-        multi = np.where(known[:, None], s.item_multi[safe], 0)
-        cross = self.enc.cross_ids(codes, multi)
-        crossed = np.where(cross > 0, self.wide_table[cross + self.net.wide.cross_base], 0.0).sum(1)
+        with np.errstate(over="ignore"):  # the item's and the request's parts of each cross's hash
+            req_cross = self.enc.cross_linear(req_codes[None, :], np.zeros((1, self.enc.max_multi), np.int64))[0]
+            buckets = cross_bucket(self.item_cross[slots] + (req_cross + self.enc.cross_salt))
+        crossed = (self.wide_table[buckets + self.net.wide.cross_base] * self.item_cross_present[slots]).sum(1)
         request_wide = self.wide_table[req_ids[~self.item_field]].sum() + self.wide_bias
-        return first, part[:, self.h] + torch.from_numpy((crossed + request_wide).astype(np.float32))
+        return first, torch.from_numpy(self.item_wide[slots] + (crossed + request_wide).astype(np.float32))
 
     def score(self, batch: RankBatch) -> np.ndarray:
         with torch.inference_mode():
             out = self.net.after_first(*self.first_and_wide(batch))
-            total = torch.zeros(len(batch), dtype=torch.float64)
-            for task, w in self.weights.items():
-                if task in out and w:
-                    total += w * torch.nn.functional.logsigmoid(out[task].double())
-        return total.numpy()
+            terms = [torch.nn.functional.logsigmoid(out[t]).mul_(w) for t, w in self.weights.items() if t in out and w]
+            if not terms:
+                return np.zeros(len(batch))
+            total = terms[0] if len(terms) == 1 else torch.stack(terms).sum(0)
+        return total.numpy().astype(np.float64)
 
 
 def load_ranker_file(path: Path, weights: dict[str, float] | None = None) -> CtrRanker:

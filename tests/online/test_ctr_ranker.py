@@ -112,3 +112,30 @@ def test_saved_architecture_is_rebuilt_and_an_unknown_kind_is_refused() -> None:
     legacy = MoERanker(enc, MoEConfig(expert_hidden=(256, 128)))
     old = ranker_from_saved({"kind": "moe", "encoder": enc, "state": legacy.state_dict()})
     assert old.cfg.expert_hidden == (256, 128)
+
+
+def test_cross_hash_is_the_documented_formula_and_splits_by_side() -> None:
+    """The buckets trained models were fitted with: x = (a * 1000003 + b + salt * MIX) * MIX mod 2^64,
+    x ^= x >> 29, 1 + x mod (2^20 - 1), written here with Python integers; and the per-side parts add up."""
+    from recstack.models.ctr import CROSS_BUCKETS, cross_bucket, hash_cross
+
+    mix, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
+
+    def reference(a: int, b: int, salt: int) -> int:
+        x = ((a * 1_000_003 + b + salt * mix) * mix) & mask
+        x ^= x >> 29
+        return 1 + x % (CROSS_BUCKETS - 1)
+
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(0, 10**6, 50), rng.integers(0, 10**6, 50)
+    got = hash_cross(a, b, 3)
+    assert got.tolist() == [reference(int(x), int(y), 3) for x, y in zip(a, b, strict=True)]
+    enc, users, items = _world()
+    codes = np.stack([rng.integers(0, c, 40) for c in enc.cardinalities], axis=1)
+    multi = np.where(rng.random((40, enc.max_multi)) < 0.5, rng.integers(1, enc.multi_cardinality, (40, enc.max_multi)), 0)
+    item = np.array([FEATURES_BY_NAME[f].group == "item" for f in enc.fields])
+    with np.errstate(over="ignore"):
+        parts = enc.cross_linear(codes * item, multi) + enc.cross_linear(codes * ~item, np.zeros_like(multi))
+        split = np.where(enc.cross_present(multi), cross_bucket(parts + enc.cross_salt), 0)
+    np.testing.assert_array_equal(split, enc.cross_ids(codes, multi))
+    assert (split == 0).any() and (split > 0).any()

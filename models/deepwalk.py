@@ -42,6 +42,7 @@ class DeepWalkConfig:
     ns_exponent: float = 0.0
     score: str = "in_out"
     use_sessions: bool = False
+    return_p: float = 1.0  # node2vec's return parameter (q = 1): a step back is drawn 1 / p as often
     workers: int = 1
     seed: int = 42
 
@@ -50,6 +51,8 @@ class DeepWalkConfig:
             raise ValueError(f"score must be in_out, cosine or dot, got {self.score!r}")
         if min(self.dim, self.walks_per_node, self.walk_length, self.window, self.epochs, self.workers) <= 0:
             raise ValueError("dim, walks_per_node, walk_length, window, epochs and workers must be positive")
+        if not self.return_p > 0:
+            raise ValueError(f"return_p must be positive, got {self.return_p}")
 
 
 class _EpochProgress(CallbackAny2Vec):  # type: ignore[misc]
@@ -79,7 +82,7 @@ class DeepWalkResult:
 
 def generate_walks(graph: CSRGraph, cfg: DeepWalkConfig, batch: int = 65536) -> torch.Tensor:
     """(walks_per_node × nodes-with-edges, walk_length) walks; each round starts once from every node."""
-    walker = WeightedWalker(graph)
+    walker = WeightedWalker(graph, cfg.return_p)
     gen = torch.Generator().manual_seed(cfg.seed)
     starts = torch.nonzero(graph.degree() > 0).squeeze(1)
     out = []

@@ -63,6 +63,30 @@ def test_walks_are_deterministic_with_a_seed() -> None:
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("return_p", [4.0, 0.25])
+def test_return_parameter_biases_only_the_step_back(return_p: float) -> None:
+    """node2vec with q = 1: from the centre of a star entered from leaf 1 (edge weights 1:1:2 to leaves
+    1, 2, 3), the next step goes back to leaf 1 in proportion 1/p : 1 : 2; a leaf's only way is back."""
+    g = CSRGraph.from_edges(np.array([0, 0, 0]), np.array([1, 2, 3]), 4, np.array([1.0, 1.0, 2.0]))
+    walks = WeightedWalker(g, return_p).walks(torch.ones(30_000, dtype=torch.int64), 4, torch.Generator().manual_seed(3))
+    assert (walks[:, 1] == 0).all() and (walks[:, 3] == 0).all()  # leaf -> centre, always, whatever p
+    counts = np.bincount(walks[:, 2].numpy(), minlength=4)[1:]
+    expected = np.array([1 / return_p, 1.0, 2.0])
+    _, p = chisquare(counts, f_exp=expected / expected.sum() * counts.sum())
+    assert p > 1e-3, counts
+    _, p_plain = chisquare(counts, f_exp=np.array([0.25, 0.25, 0.5]) * counts.sum())
+    assert p_plain < 1e-12  # distinguishable from the unbiased walk
+
+
+def test_return_parameter_one_is_the_first_order_walk() -> None:
+    g = bipartite(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3, 3, np.array([1.0, 2, 1, 3, 1]))
+    plain = WeightedWalker(g).walks(torch.arange(6), 9, torch.Generator().manual_seed(5))
+    same = WeightedWalker(g, 1.0).walks(torch.arange(6), 9, torch.Generator().manual_seed(5))
+    assert torch.equal(plain, same)
+    with pytest.raises(ValueError, match="return_p"):
+        WeightedWalker(g, 0.0)
+
+
 def _hand_graph() -> CSRGraph:
     # 0 - {1, 2, 3, 4, 5}; 1 - {6}; 2 - {7, 8}; 9 isolated
     edges = [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 6), (2, 7), (2, 8)]

@@ -143,6 +143,11 @@ class CtrEncoder:
         """Where each field's codes start in the shared embedding table."""
         return np.concatenate([[0], np.cumsum(self.cardinalities)[:-1]]).astype(np.int64)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_cross_plan", None)  # derived from the fields and crosses: rebuilt after loading, never saved
+        return state
+
     @cached_property
     def _cross_plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per cross column: left field, right column of ``[codes | multi]``, salt, whether the right side is
@@ -280,6 +285,10 @@ class MoEConfig:
     bias_rate: float = 0.001  # auxiliary-loss-free balancing step (DeepSeek-V3's gamma)
     wide_task: str | None = "click"
     cross_buckets: int = CROSS_BUCKETS
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1 (or None for a dense gate), got {self.top_k}")
 
 
 class MoERanker(nn.Module):
@@ -444,7 +453,8 @@ class FusedWideDeep(nn.Module):
 
 
 def fused(model: nn.Module) -> FusedMoE | FusedWideDeep:
-    """The inference form of a trained ranker (``eval`` mode, weights frozen at this call)."""
+    """The inference form of a trained ranker (``eval`` mode). It copies some weights and shares others
+    (embeddings, wide table, biases) with ``model``: build it from a model that no longer trains."""
     model.eval()
     if isinstance(model, MoERanker):
         return FusedMoE(model)
@@ -479,6 +489,8 @@ def build_ranker(kind: str, enc: CtrEncoder, config: dict[str, Any] | None = Non
 def ranker_from_saved(saved: dict[str, Any]) -> nn.Module:
     """The model of a saved ranker dict (``kind``, ``encoder``, ``state`` and, since it is stored, ``config``)."""
     kind = saved["kind"]
+    if kind not in _LEGACY:
+        raise ValueError(f"unknown ranker kind {kind!r} (widedeep or moe)")
     config = saved.get("config")
     if config is None:
         from dataclasses import asdict

@@ -86,13 +86,16 @@ def bipartite(
 
 class WeightedWalker:
     """Weighted random walks: the next node is a neighbour drawn with probability proportional to the edge
-    weight, times node2vec's ``1 / p`` for the step straight back to the previous node (``return_p``; q = 1:
-    every other neighbour keeps its weight). ``return_p = 1`` is DeepWalk's first-order walk. On the
-    user–item graph, which is bipartite, every other neighbour is at distance 2 from the previous node, so
-    ``p`` (relative to q) is all of node2vec there. All walks advance together, one ``searchsorted`` per step;
-    a walk at a node without neighbours stops there (later positions hold ``-1``)."""
+    weight, the edge straight back to the previous node weighted ``1 / p`` (node2vec's return parameter
+    ``return_p``, with q = 1: every other neighbour keeps its weight). ``return_p = 1`` is DeepWalk's
+    first-order walk. On the user–item graph, which is bipartite, every other neighbour is at distance 2
+    from the previous node, so ``p`` (relative to q) is all of node2vec there. All walks advance together,
+    one ``searchsorted`` per step; a walk at a node without neighbours stops there (later positions hold
+    ``-1``).
 
-    MAX_TRIES = 16  # rejection rounds for the step back; a walk still rejected after them keeps its draw
+    The bias is sampled exactly with one uniform draw per step: only the back edge's weight changes, so
+    the node's total becomes ``total - w_b + w_b / p`` and the draw is mapped through the back edge's
+    shrunk (or stretched) interval onto the unchanged cumulative weights."""
 
     def __init__(self, graph: CSRGraph, return_p: float = 1.0) -> None:
         if not return_p > 0:
@@ -101,15 +104,9 @@ class WeightedWalker:
         self.return_p = float(return_p)
         self.cum = torch.zeros(graph.num_edges + 1, dtype=torch.float64)
         self.cum[1:] = torch.cumsum(graph.weights, 0)
-
-    def _draw(self, node: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        g = self.graph
-        lo, hi = g.indptr[node], g.indptr[node + 1]
-        base, total = self.cum[lo], self.cum[hi] - self.cum[lo]
-        target = base + torch.rand(len(node), generator=generator, dtype=torch.float64) * total
-        edge = torch.searchsorted(self.cum, target, right=True) - 1
-        edge = torch.minimum(torch.maximum(edge, lo), hi - 1)  # guard rounding at the slice ends
-        return g.indices[edge]
+        if self.return_p != 1.0:  # (source, target) of every edge as one sorted key, to find a back edge
+            src = torch.repeat_interleave(torch.arange(graph.num_nodes), graph.degree())
+            self.edge_key = src * graph.num_nodes + graph.indices
 
     def walks(self, starts: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
         """(len(starts), length) node ids; column 0 is the start."""
@@ -119,23 +116,28 @@ class WeightedWalker:
         prev = torch.full_like(cur, -1)
         out[:, 0] = cur
         alive = g.degree()[cur] > 0
-        # rejection sampling of node2vec's bias: accept a draw with probability bias / max bias
-        back_accept, other_accept = min(1.0, 1.0 / self.return_p), min(1.0, self.return_p)
         for step in range(1, length):
             rows = alive.nonzero().squeeze(1)
             if len(rows) == 0:
                 break
             node = cur[rows]
-            nxt = self._draw(node, generator)
-            if self.return_p != 1.0 and step > 1:
-                last = prev[rows]
-                todo = torch.arange(len(rows))
-                for _ in range(self.MAX_TRIES):
-                    accept = torch.where(nxt[todo] == last[todo], back_accept, other_accept)
-                    todo = todo[torch.rand(len(todo), generator=generator, dtype=torch.float64) >= accept]
-                    if len(todo) == 0:
-                        break
-                    nxt[todo] = self._draw(node[todo], generator)
+            lo, hi = g.indptr[node], g.indptr[node + 1]
+            base, total = self.cum[lo], self.cum[hi] - self.cum[lo]
+            u = torch.rand(len(rows), generator=generator, dtype=torch.float64)
+            if self.return_p == 1.0 or step == 1:
+                target = base + u * total
+            else:  # the back edge (node -> previous node; the walk came along it, so it exists)
+                back = torch.searchsorted(self.edge_key, node * g.num_nodes + prev[rows])
+                b_lo, w_b = self.cum[back], self.cum[back + 1] - self.cum[back]
+                short = w_b / self.return_p
+                t = base + u * (total - w_b + short)  # a point on the node's reweighted line
+                inside = (t >= b_lo) & (t < b_lo + short)
+                after = t >= b_lo + short
+                target = torch.where(after, t - short + w_b, t)
+                target = torch.where(inside, b_lo + w_b / 2, target)  # the back edge's own interval
+            edge = torch.searchsorted(self.cum, target, right=True) - 1
+            edge = torch.minimum(torch.maximum(edge, lo), hi - 1)  # guard rounding at the slice ends
+            nxt = g.indices[edge]
             prev[rows] = node
             cur[rows] = nxt
             out[rows, step] = nxt

@@ -12,8 +12,9 @@ arrays. A request then needs no feature lookups beyond the real-time counts the 
   ranking, and 0 is what the top of the list was trained with);
 * real-time windows: ``RankBatch.user_realtime`` / ``item_realtime`` (log1p, as in the samples).
 
-The codes go through ``CtrEncoder.encode``, the function ``transform`` uses in training, so serving and
-training encode alike. Score = ``Σ_t w_t · log σ(logit_t)`` = ``log Π_t p_t^{w_t}`` over the model's tasks
+``CtrRanker.encode`` builds every candidate's model input through ``CtrEncoder.encode``, the function
+``transform`` uses in training; ``CtrRanker.score`` computes the same forward by parts (see the class) and is
+tested equal to the model's own forward on that input. Score = ``Σ_t w_t · log σ(logit_t)`` = ``log Π_t p_t^{w_t}`` over the model's tasks
 (``serving.ranker_weights``, e.g. click 1, like 0.5); a task the model lacks is ignored.
 """
 
@@ -106,7 +107,8 @@ class CtrRanker:
         self.version = version
         self.field_pos = {f: j for j, f in enumerate(enc.fields)}
         self.rt_pos = [(enc.dense.index(n), k) for k, n in enumerate(RT_USER) if n in enc.dense]
-        self.rt_item_pos = [(enc.dense.index(n), k) for k, n in enumerate(RT_ITEM) if n in enc.dense]
+        # (dense column, RankBatch.item_realtime column), in dense-column order (the order of W's rows below)
+        self.rt_item_pos = sorted((enc.dense.index(n), k) for k, n in enumerate(RT_ITEM) if n in enc.dense)
         self.dense_mean = np.array([enc.dense_stats[d][0] for d in enc.dense], np.float64)  # fills a missing value
         self.dense_std = np.array([enc.dense_stats[d][1] for d in enc.dense], np.float64)
         self.offsets = enc.offsets
@@ -116,6 +118,7 @@ class CtrRanker:
         item_dense = np.array([FEATURES_BY_NAME[d].group == "item" for d in enc.dense], bool)
         rt_dense = np.zeros(len(enc.dense), bool)
         rt_dense[[j for j, _ in self.rt_item_pos]] = True
+        item_dense &= ~rt_dense  # a real-time value overrides the snapshot's (as in ``encode``)
         self.request_dense = ~item_dense & ~rt_dense
         item_cols = np.concatenate([np.repeat(self.item_field, dim), np.ones(dim, bool), item_dense])
         rt_cols = np.concatenate([np.zeros((n_f + 1) * dim, bool), rt_dense])
@@ -179,8 +182,9 @@ class CtrRanker:
         return self.enc.encode(codes, multi, dense.reshape(n, -1))
 
     def _fill_items(self, slots: np.ndarray) -> None:
-        """Item part of the first layer, and the item's wide weights, for these table slots (snapshot rows;
-        the last slot = an item the snapshot does not know: code 0, no genres, mean statistics)."""
+        """The item side of the first layer, of the wide weights and of every cross hash, for these table
+        slots (snapshot rows; the last slot = an item the snapshot does not know: code 0, no genres, mean
+        statistics)."""
         s = self.snapshot
         known = slots < len(s.item_codes)
         safe = np.where(known, slots, 0)
@@ -210,7 +214,8 @@ class CtrRanker:
         d = np.where(np.isnan(req_dense), self.dense_mean, req_dense)
         d = np.where(self.request_dense, (d - self.dense_mean) / self.dense_std, 0.0)
         x0 = np.concatenate([e.ravel(), np.zeros(self.emb.shape[1], np.float32), d.astype(np.float32)])
-        rt = ((batch.item_realtime[:, self.rt_idx] - self.rt_mean) / self.rt_std).astype(np.float32)
+        rt = batch.item_realtime[:, self.rt_idx]
+        rt = ((np.where(np.isnan(rt), self.rt_mean, rt) - self.rt_mean) / self.rt_std).astype(np.float32)
         with torch.inference_mode():
             first = torch.index_select(self.item_first, 0, torch.from_numpy(slots))
             first.add_(torch.addmv(self.bias, self.w_first_t, torch.from_numpy(x0)))
@@ -227,11 +232,12 @@ class CtrRanker:
     def score(self, batch: RankBatch) -> np.ndarray:
         with torch.inference_mode():
             out = self.net.after_first(*self.first_and_wide(batch))
-            terms = [torch.nn.functional.logsigmoid(out[t]).mul_(w) for t, w in self.weights.items() if t in out and w]
+            terms = [torch.nn.functional.logsigmoid(out[t].double()).mul_(w)
+                     for t, w in self.weights.items() if t in out and w]  # fmt: skip
             if not terms:
                 return np.zeros(len(batch))
             total = terms[0] if len(terms) == 1 else torch.stack(terms).sum(0)
-        return total.numpy().astype(np.float64)
+        return total.numpy()
 
 
 def load_ranker_file(path: Path, weights: dict[str, float] | None = None) -> CtrRanker:

@@ -63,26 +63,36 @@ def test_walks_are_deterministic_with_a_seed() -> None:
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("return_p", [4.0, 0.25])
-def test_return_parameter_biases_only_the_step_back(return_p: float) -> None:
-    """node2vec with q = 1: from the centre of a star entered from leaf 1 (edge weights 1:1:2 to leaves
-    1, 2, 3), the next step goes back to leaf 1 in proportion 1/p : 1 : 2; a leaf's only way is back."""
-    g = CSRGraph.from_edges(np.array([0, 0, 0]), np.array([1, 2, 3]), 4, np.array([1.0, 1.0, 2.0]))
-    walks = WeightedWalker(g, return_p).walks(torch.ones(30_000, dtype=torch.int64), 4, torch.Generator().manual_seed(3))
-    assert (walks[:, 1] == 0).all() and (walks[:, 3] == 0).all()  # leaf -> centre, always, whatever p
-    counts = np.bincount(walks[:, 2].numpy(), minlength=4)[1:]
-    expected = np.array([1 / return_p, 1.0, 2.0])
+@pytest.mark.parametrize(("leaves", "return_p"), [(3, 4.0), (3, 0.25), (49, 0.05), (49, 20.0)])
+def test_return_parameter_biases_only_the_step_back(leaves: int, return_p: float) -> None:
+    """node2vec with q = 1: from the centre of a star entered from leaf 1 (edge weights 1, 1, 2, 1, 1, ...),
+    the next step goes back to leaf 1 with weight 1/p, to the others with their own; exact for small and
+    large p at a hub too. A leaf's only way is back, whatever p."""
+    w = np.ones(leaves)
+    w[2] = 2.0
+    g = CSRGraph.from_edges(np.zeros(leaves, np.int64), np.arange(1, leaves + 1), leaves + 1, w)
+    walks = WeightedWalker(g, return_p).walks(torch.ones(40_000, dtype=torch.int64), 4, torch.Generator().manual_seed(3))
+    assert (walks[:, 1] == 0).all() and (walks[:, 3] == 0).all()
+    counts = np.bincount(walks[:, 2].numpy(), minlength=leaves + 1)[1:]
+    expected = w.copy()
+    expected[0] /= return_p
     _, p = chisquare(counts, f_exp=expected / expected.sum() * counts.sum())
-    assert p > 1e-3, counts
-    _, p_plain = chisquare(counts, f_exp=np.array([0.25, 0.25, 0.5]) * counts.sum())
+    assert p > 1e-3, counts[:4]
+    _, p_plain = chisquare(counts, f_exp=w / w.sum() * counts.sum())
     assert p_plain < 1e-12  # distinguishable from the unbiased walk
 
 
-def test_return_parameter_one_is_the_first_order_walk() -> None:
-    g = bipartite(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3, 3, np.array([1.0, 2, 1, 3, 1]))
-    plain = WeightedWalker(g).walks(torch.arange(6), 9, torch.Generator().manual_seed(5))
-    same = WeightedWalker(g, 1.0).walks(torch.arange(6), 9, torch.Generator().manual_seed(5))
-    assert torch.equal(plain, same)
+def test_first_order_walks_are_unchanged() -> None:
+    """``return_p = 1`` draws exactly what the walker drew before the parameter existed (pinned)."""
+    g = bipartite(np.array([0, 0, 1, 2, 2, 3]), np.array([0, 1, 1, 2, 0, 3]), 4, 4, np.array([1.0, 2, 1, 3, 1, 2]))
+    walks = WeightedWalker(g).walks(torch.arange(8), 7, torch.Generator().manual_seed(11))
+    assert walks.tolist() == [[0, 4, 2, 6, 2, 4, 0], [1, 5, 0, 4, 2, 4, 2], [2, 6, 2, 6, 2, 6, 2],
+                              [3, 7, 3, 7, 3, 7, 3], [4, 2, 6, 2, 4, 2, 4], [5, 0, 5, 1, 5, 0, 5],
+                              [6, 2, 4, 2, 6, 2, 4], [7, 3, 7, 3, 7, 3, 7]]  # fmt: skip
+    biased = WeightedWalker(g, 3.0).walks(torch.arange(8), 7, torch.Generator().manual_seed(11))
+    edges = {(n, int(g.indices[e])) for n in range(g.num_nodes) for e in range(int(g.indptr[n]), int(g.indptr[n + 1]))}
+    assert all((a, b) in edges for row in biased.tolist() for a, b in zip(row, row[1:], strict=False))
+    assert not torch.equal(biased, walks)
     with pytest.raises(ValueError, match="return_p"):
         WeightedWalker(g, 0.0)
 

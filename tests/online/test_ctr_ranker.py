@@ -23,7 +23,7 @@ from recstack.online.ctr_ranker import CtrRanker, FeatureSnapshot
 from recstack.online.ranking import RT_ITEM, RT_USER, RankBatch
 
 
-def _world(seed: int = 0) -> tuple[CtrEncoder, pd.DataFrame, pd.DataFrame]:
+def _world(seed: int = 0, dense: list[str] | None = None) -> tuple[CtrEncoder, pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     n_u, n_i = 60, 80
     users = pd.DataFrame({"user_id": np.arange(n_u) * 3, "age_bucket": rng.integers(1, 8, n_u),
@@ -46,7 +46,7 @@ def _world(seed: int = 0) -> tuple[CtrEncoder, pd.DataFrame, pd.DataFrame]:
     for d in DENSE_FEATURES:
         if d not in fit or fit[d].isna().any():
             fit[d] = np.log1p(rng.poisson(1.0, n)).astype(float)
-    return CtrEncoder(FIELDS, "genres", CROSSES, dense=list(DENSE_FEATURES)).fit(fit), users, items
+    return CtrEncoder(FIELDS, "genres", CROSSES, dense=dense or list(DENSE_FEATURES)).fit(fit), users, items
 
 
 def _batch(rng: np.random.Generator, user_id: int, item_ids: np.ndarray) -> RankBatch:
@@ -69,15 +69,19 @@ def _perturb(model: torch.nn.Module, seed: int) -> None:
             model.route_bias.copy_(0.3 * torch.randn(model.route_bias.shape, generator=gen))
 
 
-@pytest.mark.parametrize("kind", ["widedeep", "moe-topk", "moe-dense", "moe-deep"])
+@pytest.mark.parametrize("kind", ["widedeep", "moe-topk", "moe-dense", "moe-deep", "moe-no-wide-reordered"])
 def test_ranker_scores_equal_the_models_own_forward(kind: str) -> None:
-    enc, users, items = _world()
+    # the last case: no wide part, one task, and the dense features in another order (real-time columns of
+    # the item reversed, so their order differs from RankBatch.item_realtime's)
+    dense = list(reversed(DENSE_FEATURES)) if kind == "moe-no-wide-reordered" else None
+    enc, users, items = _world(dense=dense)
     torch.manual_seed(0)
     if kind == "widedeep":
         model: torch.nn.Module = WideDeep(enc)
     else:
         cfg = {"moe-topk": MoEConfig(), "moe-dense": MoEConfig(top_k=None, shared_experts=0),
-               "moe-deep": MoEConfig(expert_hidden=(32, 16, 8), shared_experts=2, top_k=1)}[kind]  # fmt: skip
+               "moe-deep": MoEConfig(expert_hidden=(32, 16, 8), shared_experts=2, top_k=1),
+               "moe-no-wide-reordered": MoEConfig(wide_task=None, tasks=("click",), expert_hidden=(16,))}[kind]  # fmt: skip
         model = MoERanker(enc, cfg)
     _perturb(model, 1)
     ranker = CtrRanker(model, enc, FeatureSnapshot.build(enc, users, items), {"click": 1.0, "like": 0.5})
@@ -85,8 +89,10 @@ def test_ranker_scores_equal_the_models_own_forward(kind: str) -> None:
     for user in (3, 9, 10**9):  # known users and an unknown one
         # known items, an unknown item, a repeated item
         ids = np.concatenate([rng.choice(items.item_id.to_numpy(), 30), [7, 10**8, 5, 5]]).astype(np.int64)
-        for _ in range(2):
+        for nan in (False, True):
             batch = _batch(rng, user, ids)
+            if nan:  # a real-time count that could not be read: the training mean, as ``encode`` fills it
+                batch.item_realtime[3, 1] = np.nan
             with torch.inference_mode():
                 out = model(ranker.encode(batch))
             want = sum(w * torch.nn.functional.logsigmoid(out[t].double()) for t, w in ranker.weights.items() if t in out)
@@ -112,6 +118,13 @@ def test_saved_architecture_is_rebuilt_and_an_unknown_kind_is_refused() -> None:
     legacy = MoERanker(enc, MoEConfig(expert_hidden=(256, 128)))
     old = ranker_from_saved({"kind": "moe", "encoder": enc, "state": legacy.state_dict()})
     assert old.cfg.expert_hidden == (256, 128)
+    with pytest.raises(ValueError, match="unknown ranker kind"):
+        ranker_from_saved({"kind": "gbdt", "encoder": enc, "state": {}})
+    # the encoder's derived cross plan is not pickled into artifacts
+    import pickle
+
+    enc.cross_ids(np.zeros((1, len(enc.fields)), np.int64), np.zeros((1, enc.max_multi), np.int64))
+    assert "_cross_plan" in enc.__dict__ and "_cross_plan" not in pickle.loads(pickle.dumps(enc)).__dict__
 
 
 def test_cross_hash_is_the_documented_formula_and_splits_by_side() -> None:

@@ -59,8 +59,13 @@ class EnsembleConfig:
     base_seed: int = 42
     deepwalk: DeepWalkConfig = DEFAULT_DEEPWALK
     graphsage: SageConfig = DEFAULT_GRAPHSAGE
+    # node2vec return parameters the DeepWalk members take in turn: member k has p = ps[k % len(ps)] and seed
+    # base_seed + k // len(ps) (so (1.0, 4.0) pairs each seed with both walks); () = the config's own p
+    deepwalk_return_ps: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not p > 0 for p in self.deepwalk_return_ps):
+            raise ValueError(f"deepwalk_return_ps must be positive, got {self.deepwalk_return_ps}")
         if (
             self.deepwalk_seeds < 0
             or self.graphsage_seeds < 0
@@ -124,11 +129,13 @@ def fit_ensemble(data: RecallData, cfg: EnsembleConfig, version: str,
     say = progress or (lambda _: None)
     members: list[EmbeddingArtifact] = []
     weights: list[float] = []
+    ps = cfg.deepwalk_return_ps or (cfg.deepwalk.return_p,)
     for k in range(cfg.deepwalk_seeds):
-        seed = cfg.base_seed + k
-        say(f"ensemble: DeepWalk seed {seed} ({k + 1}/{cfg.deepwalk_seeds})")
-        art = fit_deepwalk(data, dataclasses.replace(cfg.deepwalk, seed=seed), f"{version}-dw{seed}")
-        members.append(dataclasses.replace(art, params={**art.params, "seed": seed}))
+        seed, p = cfg.base_seed + k // len(ps), ps[k % len(ps)]
+        say(f"ensemble: DeepWalk seed {seed}, return p {p:g} ({k + 1}/{cfg.deepwalk_seeds})")
+        dw_cfg = dataclasses.replace(cfg.deepwalk, seed=seed, return_p=p)
+        art = fit_deepwalk(data, dw_cfg, f"{version}-dw{seed}-p{p:g}")
+        members.append(dataclasses.replace(art, params={**art.params, "seed": seed, "return_p": p}))
         weights.append(cfg.deepwalk_weight / cfg.deepwalk_seeds)
     for k in range(cfg.graphsage_seeds):
         seed = cfg.base_seed + k
@@ -139,7 +146,8 @@ def fit_ensemble(data: RecallData, cfg: EnsembleConfig, version: str,
     params: dict[str, object] = {"deepwalk_seeds": cfg.deepwalk_seeds, "graphsage_seeds": cfg.graphsage_seeds,
                                  "deepwalk_weight": cfg.deepwalk_weight,
                                  "graphsage_weight": cfg.graphsage_weight,
-                                 "popularity_weight": cfg.popularity_weight}  # fmt: skip
+                                 "popularity_weight": cfg.popularity_weight,
+                                 "deepwalk_return_ps": list(ps)}  # fmt: skip
     folded = fold_ensemble(members, weights, version, params)
     if cfg.popularity_weight > 0:
         if not np.array_equal(folded.item_ids, data.item_ids):

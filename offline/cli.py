@@ -49,6 +49,11 @@ def _share(value: str) -> float:
     return _number(value, float, lambda x: 0 <= x <= 1, "in [0, 1]")
 
 
+def _positive_floats(value: str) -> tuple[float, ...]:
+    """A comma-separated list of positive numbers, e.g. ``1,4``."""
+    return tuple(_number(v.strip(), float, lambda x: x > 0, "positive") for v in value.split(","))
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     if args.config:
         os.environ["RECSTACK_CONFIG"] = str(args.config)
@@ -356,7 +361,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                        coverage_floor=args.coverage_floor,
                        ensemble=EnsembleConfig(deepwalk_seeds=args.deepwalk_seeds,
                                                graphsage_seeds=args.graphsage_seeds,
-                                               popularity_weight=args.popularity_weight))  # fmt: skip
+                                               popularity_weight=args.popularity_weight,
+                                               deepwalk_return_ps=args.deepwalk_return_p))  # fmt: skip
     report = export_recommendations(settings, args.data, args.out, cfg, progress=StepProgress(1).line)
     print(json.dumps({"out": str(report.out), "users": report.users, "rows": report.rows,
                       "items_covered": report.items_covered, "model_version": report.model_version,
@@ -544,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--graphsage-seeds", type=int, default=3, help="GraphSAGE members of the ensemble")
     q.add_argument("--popularity-weight", type=float, default=0.2,
                    help="beta of the ensemble's popularity prior (models/ensemble.py); 0 = none")  # fmt: skip
+    q.add_argument("--deepwalk-return-p", type=_positive_floats, default=(),
+                   help="node2vec return parameters the DeepWalk members take in turn, e.g. 1,4 (each seed "
+                   "with both); default: first-order walks")  # fmt: skip
     q.set_defaults(func=cmd_export)
     q = esub.add_parser("evaluate", parents=[common], help="score an exported CSV against a held-out split",
                         description="nDCG / recall / precision / MAP / hit rate @K, catalog coverage and popularity "

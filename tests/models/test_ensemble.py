@@ -75,3 +75,26 @@ def test_the_popularity_prior_adds_beta_times_standardised_log_popularity() -> N
         with_prior(m, prior[:2], 0.2)
     with pytest.raises(ValueError, match=">= 0"):
         EnsembleConfig(popularity_weight=-1.0)
+
+
+def test_deepwalk_members_take_the_return_parameters_in_turn() -> None:
+    """(1, 4) over four DeepWalk members: seeds 42, 42, 43, 43 with p = 1, 4, 1, 4; the p = 4 members walk
+    differently from the p = 1 member of the same seed."""
+    from recstack.models.deepwalk import DeepWalkConfig
+    from recstack.models.ensemble import fit_ensemble
+    from recstack.models.evaluation import Interactions
+    from recstack.models.recall import RecallData
+
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 40, 600), rng.integers(0, 60, 600)
+    data = RecallData.build(Interactions(users.astype(np.int64), items.astype(np.int64) + 1000,
+                                         np.arange(600, dtype=np.int64), np.ones(600)))  # fmt: skip
+    cfg = EnsembleConfig(deepwalk_seeds=4, graphsage_seeds=0, popularity_weight=0.0, deepwalk_return_ps=(1.0, 4.0),
+                         deepwalk=DeepWalkConfig(dim=8, walks_per_node=2, walk_length=10, epochs=1))  # fmt: skip
+    folded = fit_ensemble(data, cfg, "v")
+    assert folded.params["members"] == ["deepwalk:42", "deepwalk:42", "deepwalk:43", "deepwalk:43"]
+    assert folded.params["deepwalk_return_ps"] == [1.0, 4.0] and folded.dim == 4 * 8
+    blocks = [folded.item_vectors[:, 8 * k : 8 * (k + 1)] for k in range(4)]
+    assert not np.allclose(blocks[0], blocks[1])  # same seed, other walks
+    with pytest.raises(ValueError, match="deepwalk_return_ps"):
+        EnsembleConfig(deepwalk_return_ps=(1.0, 0.0))

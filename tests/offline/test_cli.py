@@ -49,6 +49,9 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path) -> None:
     assert r.returncode == 2 and "is after --end" in r.stderr
     r = _run(["sessions", "--home", str(tmp_path), "--gap", "90000"])
     assert r.returncode == 2 and "session_gap_s" in r.stderr
+    r = _run(["export", "recommendations", "--data", str(tmp_path), "--out", str(tmp_path / "r.csv"),
+              "--deepwalk-return-p", "1,-4"])  # fmt: skip
+    assert r.returncode == 2 and "'-4' must be positive" in r.stderr
 
 
 @pytest.mark.integration

@@ -180,11 +180,12 @@ class CtrEncoder:
         return _cross_salt(self._cross_plan[2])
 
     def cross_ids(self, codes: np.ndarray, multi: np.ndarray) -> np.ndarray:
-        """(n, C) hashed cross buckets from per-field codes (n, F) and multi-valued codes (n, max_multi)."""
+        """(n, C) hashed cross buckets from per-field codes (n, F) and multi-valued codes (n, max_multi):
+        ``hash_cross`` of each cross's pair (the online ranker's per-side sums are tested equal to this)."""
         if not self.crosses:
             return np.zeros((len(codes), 0), np.int64)
-        with np.errstate(over="ignore"):
-            buckets = cross_bucket(self.cross_linear(codes, multi) + self.cross_salt)
+        left, right, salt, _ = self._cross_plan
+        buckets = hash_cross(codes[:, left], np.hstack([codes, multi])[:, right], salt)
         return np.where(self.cross_present(multi), buckets, 0)
 
     def encode(self, codes: np.ndarray, multi: np.ndarray, dense_raw: np.ndarray) -> CtrBatch:

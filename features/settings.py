@@ -105,14 +105,23 @@ class ChannelSettings(BaseModel):
     parallel: bool | None = Field(
         None,
         description="run on the recall thread pool (concurrently, abandoned at its deadline) instead of in the "
-        "request thread; default: true for embedding (FAISS releases the GIL), false for the in-memory "
-        "channels, whose thread hand-off would cost more than they do",
+        "request thread; default: the embedding channel when each worker has a spare core (FAISS releases the "
+        "GIL, so its search overlaps the other channels), else none: the in-memory channels' thread hand-off "
+        "would cost more than they do, and with no spare core the overlap only adds the hand-off",
     )
     enabled: bool = True
 
-    @property
-    def runs_in_pool(self) -> bool:
-        return self.kind == "embedding" if self.parallel is None else self.parallel
+    def runs_in_pool(self, spare_cores: bool) -> bool:
+        """Whether this channel runs on the recall pool, given whether each worker has a spare core."""
+        return (self.kind == "embedding" and spare_cores) if self.parallel is None else self.parallel
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def default_channels() -> list[ChannelSettings]:
@@ -176,6 +185,12 @@ class ServingSettings(BaseModel):
     events_spool_dir: Path | None = Field(
         None, description="events the bus refused are kept here and re-sent; default <home>/spool"
     )
+
+    @property
+    def spare_cores(self) -> bool:
+        """True when the machine has at least two cores per worker (``workers`` is set by ``recstack serve``):
+        then a pool channel's search overlaps the request thread's work instead of taking its turn on a core."""
+        return available_cores() >= 2 * self.workers
 
     @model_validator(mode="after")
     def _channels_valid(self) -> ServingSettings:

@@ -282,6 +282,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = args.workers or settings.serving.workers
     # Workers re-read settings from the environment: pass --home / --config through it.
     os.environ["RECSTACK_HOME"] = str(settings.home)
+    os.environ["RECSTACK_SERVING__WORKERS"] = str(workers)  # the workers size their recall pool use by it
     # One BLAS / OpenMP thread per worker: the workers are the parallelism (a request's matrices are small,
     # and threads of several workers fighting over the cores cost more than they give).
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):

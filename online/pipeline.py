@@ -217,6 +217,7 @@ class Recommender:
             (make_channel(spec, release, self.settings.fresh_days), spec) for spec in specs
         ]
         self.fallback = PopularChannel(release)
+        self.spare_cores = self.settings.spare_cores  # read once: os.sched_getaffinity is a system call
         self.pool = pool or cf.ThreadPoolExecutor(max_workers=4 * max(len(self.channels), 1),
                                                   thread_name_prefix="recall")  # fmt: skip
 
@@ -250,7 +251,7 @@ class Recommender:
         t1 = time.perf_counter()
         stages["features"] = t1 - t0
 
-        results = run_channels(self.pool, self.channels, user, context)
+        results = run_channels(self.pool, self.channels, user, context, self.spare_cores)
         degraded += [f"channel:{r.name}:{r.status}" for r in results if r.status in ("timeout", "error")]
         cat = self.release.catalog
         quotas = [spec.quota for _, spec in self.channels]

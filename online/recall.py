@@ -287,18 +287,18 @@ def _timed(channel: Channel, user: UserView, context: RequestContext, n: int) ->
 
 def run_channels(
     pool: cf.ThreadPoolExecutor, channels: list[tuple[Channel, ChannelSettings]], user: UserView,
-    context: RequestContext,
+    context: RequestContext, spare_cores: bool = True,
 ) -> list[ChannelResult]:  # fmt: skip
     """Run every channel; a channel past its ``timeout_ms`` or raising is reported, never fatal.
 
-    Pool channels (``ChannelSettings.runs_in_pool``) start first and run concurrently with each other and
+    Pool channels (``ChannelSettings.runs_in_pool(spare_cores)``) start first and run concurrently with each other and
     with the in-thread channels; a pool channel still running at its deadline is abandoned (its answer is
     dropped). An in-thread channel cannot be interrupted: its answer is dropped if it came after its deadline.
     """
     start = time.perf_counter()
     futures: dict[int, cf.Future[tuple[Candidates, float]]] = {
         i: pool.submit(_timed, ch, user, context, spec.quota)
-        for i, (ch, spec) in enumerate(channels) if spec.runs_in_pool
+        for i, (ch, spec) in enumerate(channels) if spec.runs_in_pool(spare_cores)
     }  # fmt: skip
     out: list[ChannelResult | None] = [None] * len(channels)
     for i, (ch, spec) in enumerate(channels):

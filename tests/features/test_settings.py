@@ -35,7 +35,7 @@ def test_channel_list_is_checked() -> None:
     from recstack.features.settings import Settings
 
     ok = Settings(serving={"channels": [{"name": "a", "kind": "trending", "quota": 5}]})
-    assert ok.serving.channels[0].timeout_ms == 30.0 and not ok.serving.channels[0].runs_in_pool
+    assert ok.serving.channels[0].timeout_ms == 30.0 and not ok.serving.channels[0].runs_in_pool(True)
     with pytest.raises(ValidationError, match="duplicate channel names"):
         Settings(serving={"channels": [{"name": "a", "kind": "trending", "quota": 5}] * 2})
     with pytest.raises(ValidationError, match="kind"):

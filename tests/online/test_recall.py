@@ -4,11 +4,12 @@ fallbacks."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
 import time
 
 import numpy as np
 import pytest
-from recstack.features.settings import ChannelSettings, ServingSettings
+from recstack.features.settings import ChannelSettings, ServingSettings, available_cores
 from recstack.models.catalog import PENDING, segment_of, tokens
 from recstack.online.contracts import RequestContext
 from recstack.online.pipeline import Recommender, ServingRelease
@@ -157,6 +158,35 @@ def test_channels_run_concurrently_and_a_slow_or_broken_one_is_dropped(world: Sm
     assert status == {"slow-pool-a": "timeout", "fast-pool": "ok", "broken": "error", "slow-inline": "timeout"}
     assert elapsed < 0.15  # the 200 ms channel was abandoned at its 50 ms deadline
     pool.shutdown(wait=False)
+
+
+class _WhereRun:
+    name = "where"
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def recall(self, user, context, n):  # type: ignore[no-untyped-def]
+        self.threads.append(threading.current_thread().name)
+        return Candidates(np.array([1, 2]), np.ones(2, np.float32))
+
+
+def test_embedding_channel_uses_the_pool_only_with_a_spare_core(world: SmallWorld) -> None:
+    rel = _release(world)
+    user = _user(world, rel, 3)
+    pool = cf.ThreadPoolExecutor(2, thread_name_prefix="recall")
+    emb, forced = _WhereRun(), _WhereRun()
+    channels = [(emb, ChannelSettings(name="emb", kind="embedding", quota=5)),
+                (forced, ChannelSettings(name="forced", kind="trending", quota=5, parallel=True))]  # fmt: skip
+    run_channels(pool, channels, user, RequestContext(), spare_cores=True)  # type: ignore[arg-type]
+    run_channels(pool, channels, user, RequestContext(), spare_cores=False)  # type: ignore[arg-type]
+    me = threading.current_thread().name
+    assert emb.threads[0].startswith("recall") and emb.threads[1] == me
+    assert all(t.startswith("recall") for t in forced.threads)  # an explicit `parallel` wins
+    pool.shutdown(wait=False)
+    cores = available_cores()
+    assert ServingSettings(workers=1).spare_cores == (cores >= 2)
+    assert Recommender(rel, ServingSettings(workers=cores)).spare_cores is False
 
 
 def test_recommender_degrades_but_always_answers(world: SmallWorld) -> None:

@@ -20,6 +20,7 @@ tested equal to the model's own forward on that input. Score = ``Σ_t w_t · log
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import torch
 from recstack.features.definitions import FEATURES_BY_NAME
 from recstack.features.keys import Col
 from recstack.models.artifact import ArtifactError
-from recstack.models.ctr import CtrBatch, CtrEncoder, cross_bucket, fused, ranker_from_saved
+from recstack.models.ctr import _MIX, _PMIX, CtrBatch, CtrEncoder, cross_bucket, fused, ranker_from_saved
 from recstack.models.ids import IdIndex
 from recstack.online.ranking import RT_ITEM, RT_USER, RankBatch
 
@@ -78,6 +79,126 @@ class FeatureSnapshot:
                    IdIndex(items[Col.ITEM_ID].to_numpy(np.int64)), ic, multi, idn)  # fmt: skip
 
 
+def _starts(sizes: np.ndarray) -> np.ndarray:
+    """Where each of consecutive blocks of these sizes starts."""
+    return (np.cumsum(sizes) - sizes).astype(np.int64)
+
+
+class _CrossPlan:
+    """How the online ranker sums the wide weights of the hashed crosses, by the sides of each cross.
+
+    A cross column's bucket is ``cross_bucket(item part + request part + salt)`` (``CtrEncoder.cross_linear``:
+    the first step of the hash is linear, mod 2^64). By where its two fields live:
+
+    * both on the item (``item_only``): folded into the item's wide sum at load;
+    * both on the request (``request_only``): one weight per request;
+    * an item field against a request field of at most ``small`` values (``by_request``: gender × genres,
+      item × occupation, ...): per item, a column per value of the request field, summing the weights of
+      all its crosses with that value; a request selects one column per such field;
+    * an item side of at most ``small`` values against a large request field (``by_item``: user × genres):
+      per item, a count of each item value (the slots of a multi-valued field that hold it); a request hashes
+      the weight of every item value once (a few dozen) and takes the counts' dot product with them;
+    * both large (``hashed``, e.g. user × item): the item's part of the hash is kept and each candidate's
+      hash is finished per request.
+
+    The item side of the first three is one (items, ``width``) float32 matrix ``[wide sum | by_request columns
+    | by_item counts]``; a request builds the matching vector (``request_vector``), so a candidate's wide part
+    is one gathered row times that vector.
+    """
+
+    def __init__(self, enc: CtrEncoder, item_field: np.ndarray, small: int = 64) -> None:
+        left, right, _, from_multi = enc._cross_plan
+        n_f = len(enc.fields)
+        cards = np.array(enc.cardinalities + [enc.multi_cardinality] * enc.max_multi, np.int64)
+        on_item = np.concatenate([item_field, np.ones(enc.max_multi, bool)])  # the multi-valued field is the item's
+        self.salt = enc.cross_salt
+        self.left, self.right = left, right
+        self.left_on_request, self.right_on_request = ~on_item[left], ~on_item[right]
+        item_l, item_r = on_item[left], on_item[right]
+        mixed = item_l != item_r
+        self.item_side = np.where(item_l, left, right)  # the item's column of a mixed cross ([codes | multi])
+        request_side = np.where(item_l, right, left)
+        small_request = mixed & (cards[request_side] <= small)
+        small_item = mixed & ~small_request & (cards[self.item_side] <= small)
+        cols = np.arange(len(left))
+        self.item_only, self.request_only = cols[item_l & item_r], cols[~item_l & ~item_r]
+        self.by_request, self.by_item = cols[small_request], cols[small_item]
+        self.hashed = cols[mixed & ~small_request & ~small_item]
+        # by_request: a block of card(f) columns per request field f (after the wide-sum column 0)
+        self.request_fields = np.unique(request_side[self.by_request])  # fields (< n_f): requests carry no multi
+        assert (self.request_fields < n_f).all()
+        self.field_base = 1 + _starts(cards[self.request_fields])
+        base_of = dict(zip(self.request_fields.tolist(), self.field_base.tolist(), strict=True))
+        # (column of the item matrix, cross, the request value's part of the hash): summed into that column
+        self.request_value_columns: list[tuple[int, int, np.uint64]] = []
+        with np.errstate(over="ignore"):
+            for j in self.by_request:
+                f = int(request_side[j])
+                mult = _PMIX if self.left_on_request[j] else _MIX  # the request field's factor in the hash
+                self.request_value_columns += [(base_of[f] + v, int(j), np.uint64(v) * mult) for v in range(cards[f])]
+        by_item_base = 1 + int(cards[self.request_fields].sum())
+        # by_item: groups of columns that hash alike (same salt and request field, the item side's values and
+        # factor): the slots of one multi-valued cross; one block of item-value counts per group
+        self.item_mult = np.where(self.left_on_request, _MIX, _PMIX)  # the item side's factor in the hash
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for j in self.by_item:
+            key = (int(self.salt[j]), int(request_side[j]), int(self.item_mult[j]), int(cards[self.item_side[j]]),
+                   bool(from_multi[j]), int(self.item_side[j]) if not from_multi[j] else -1)  # fmt: skip
+            groups.setdefault(key, []).append(int(j))
+        self.groups = list(groups.values())
+        widths = [int(cards[self.item_side[g[0]]]) for g in self.groups]
+        self.group_base = by_item_base + _starts(np.array(widths, np.int64))
+        self.width = by_item_base + int(sum(widths))
+        self.group_cross = np.array([g[0] for g in self.groups], np.int64)  # one cross stands for its group
+        self.value_parts: list[np.ndarray] = []  # per group: each item value's part of the hash + the salt
+        self.value_present: list[np.ndarray] = []  # per group: 0 for the padding value of a multi-valued field
+        with np.errstate(over="ignore"):
+            for g, w in zip(self.groups, widths, strict=True):
+                j = g[0]
+                self.value_parts.append(np.arange(w, dtype=np.uint64) * self.item_mult[j] + self.salt[j])
+                self.value_present.append((np.arange(w) > 0) | ~from_multi[j])
+        self.value_parts_all = np.concatenate(self.value_parts) if self.groups else np.zeros(0, np.uint64)
+        self.value_present_all = (np.concatenate(self.value_present) if self.groups else np.zeros(0, bool)).astype(np.float32)
+        self.value_group = np.repeat(np.arange(len(self.groups)), widths)
+
+    def item_matrix(self, enc: CtrEncoder, codes: np.ndarray, multi: np.ndarray, wide_sum: np.ndarray,
+                    weight: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """The rows of the item matrix of these items (codes, multi values, their plain wide sum), and their
+        part and presence of each hashed cross."""
+        part, present = enc.cross_linear(codes, multi), enc.cross_present(multi)
+        out = np.zeros((len(codes), self.width), np.float32)
+        with np.errstate(over="ignore"):
+            items = (weight(part[:, self.item_only] + self.salt[self.item_only]) * present[:, self.item_only]).sum(1)
+            out[:, 0] = wide_sum + items
+            for col, j, req_part in self.request_value_columns:  # cross j with one value of its request field
+                out[:, col] += weight(part[:, j] + (req_part + self.salt[j])) * present[:, j]
+        values = np.hstack([codes, multi])
+        rows = np.arange(len(codes))
+        for g, base in zip(self.groups, self.group_base, strict=True):
+            for j in g:
+                np.add.at(out, (rows, base + values[:, self.item_side[j]]), 1.0)
+        return out, part[:, self.hashed], present[:, self.hashed]
+
+    def request_part(self, codes: np.ndarray) -> np.ndarray:
+        """The request's part of every cross's hash from its field codes (item fields 0; no multi values)."""
+        with np.errstate(over="ignore"):
+            left = np.where(self.left_on_request, codes[self.left], 0).astype(np.uint64) * _PMIX
+            right_codes = np.where(self.right_on_request, codes[np.minimum(self.right, len(codes) - 1)], 0)
+            return left + right_codes.astype(np.uint64) * _MIX
+
+    def request_vector(self, codes: np.ndarray, req_part: np.ndarray,
+                       weight: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:  # fmt: skip
+        """The vector whose dot product with an item's row is its wide sum plus its by_request and by_item
+        cross weights for this request."""
+        v = np.zeros(self.width, np.float32)
+        v[0] = 1.0
+        v[self.field_base + codes[self.request_fields]] = 1.0
+        if self.groups:
+            x = req_part[self.group_cross][self.value_group] + self.value_parts_all
+            v[self.group_base[0] :] = weight(x) * self.value_present_all
+        return v
+
+
 class CtrRanker:
     """``Ranker``: a Wide&Deep / MoE model (its ``fused`` inference form) over the request's candidates.
 
@@ -87,18 +208,21 @@ class CtrRanker:
     counts: the same on every row of a request) and the item's real-time counts. The first layer is linear,
     so ``x @ W`` = item part + request part + real-time part, and so is the wide part (a sum of weights):
 
-    * item part: precomputed per item when the ranker loads (as an item tower's outputs are), with the
-      sum of the item's wide weights and the item's part of every cross's hash (the hash's first step is
-      linear mod 2^64): ~1.5 KB per item for the default MoE (150 MB at 100K items); the snapshot is frozen
-      with the ranker, so a row never goes stale;
-    * request part: one row of embeddings and dense values, multiplied once, and its part of the hashes;
-    * per candidate: the real-time columns (a (B, 4) product) and the end of the cross hashes. What is left
+    * item part: precomputed per item when the ranker loads (as an item tower's outputs are): its first-layer
+      contribution, and a row of wide weights by the sides of each cross (``_CrossPlan``): the item's wide
+      sum, a column per value of each small request field it is crossed with, counts of its values crossed
+      with a large request field: ~1.5 KB per item for the default MoE (150 MB at 100K items); the snapshot
+      is frozen with the ranker, so a row never goes stale;
+    * request part: one row of embeddings and dense values, multiplied once, and the vector that picks and
+      weighs the item's wide row (the request's weight of each item value is hashed here, a few dozen);
+    * per candidate: the real-time columns (a (B, 4) product), one wide row times that vector, and the end
+      of the hash of any cross of two large fields (none by default). What is left
       of the network runs on the summed first layer (``after_first``)."""
 
     name = "ctr"
 
     def __init__(self, model: torch.nn.Module, enc: CtrEncoder, snapshot: FeatureSnapshot,
-                 weights: dict[str, float] | None = None, version: str = "") -> None:  # fmt: skip
+                 weights: dict[str, float] | None = None, version: str = "", cross_small: int = 64) -> None:  # fmt: skip
         self.model = model.eval()
         self.net = fused(model)
         self.enc = enc
@@ -136,10 +260,12 @@ class CtrRanker:
         self.w_first_t = w.t().contiguous()
         n_items = len(snapshot.item_codes)  # + one row for items the snapshot does not know
         self.item_first = torch.empty((n_items + 1, self.h), dtype=torch.float32)
-        self.item_wide = np.zeros(n_items + 1, np.float32)
-        n_cross = len(enc.cross_salt)
-        self.item_cross = np.zeros((n_items + 1, n_cross), np.uint64)  # the item's part of each cross's hash
-        self.item_cross_present = np.ones((n_items + 1, n_cross), bool)
+        self.cross = _CrossPlan(enc, self.item_field, cross_small) if self.wide_table is not None else None
+        if self.cross is not None:
+            c = self.cross
+            self.item_wide = np.zeros((n_items + 1, c.width), np.float32)  # [wide sum | by_request | by_item]
+            self.item_cross = np.zeros((n_items + 1, len(c.hashed)), np.uint64)  # the item's part of the hash
+            self.item_cross_present = np.ones((n_items + 1, len(c.hashed)), bool)
         for lo in range(0, n_items + 1, 8192):
             self._fill_items(np.arange(lo, min(lo + 8192, n_items + 1)))
 
@@ -195,13 +321,16 @@ class CtrRanker:
         with torch.inference_mode():
             x = self.net.inputs(self.enc.encode(codes, multi, dense)) * self.item_mask
             self.item_first[torch.from_numpy(slots)] = x @ self.w_first
-        if self.wide_table is not None:
+        if self.cross is not None:
             ids = (codes + self.offsets)[:, self.item_field]
             mb = self.net.wide.multi_base
             wide = self.wide_table[ids].sum(1) + np.where(multi > 0, self.wide_table[multi + mb], 0.0).sum(1)
-            self.item_wide[slots] = wide
-            self.item_cross[slots] = self.enc.cross_linear(codes, multi)
-            self.item_cross_present[slots] = self.enc.cross_present(multi)
+            rows, part, present = self.cross.item_matrix(self.enc, codes, multi, wide, self._cross_weight)
+            self.item_wide[slots], self.item_cross[slots], self.item_cross_present[slots] = rows, part, present
+
+    def _cross_weight(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return self.wide_table[cross_bucket(x) + self.net.wide.cross_base]
 
     def first_and_wide(self, batch: RankBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``inputs(b) @ W + bias`` of the fused model (B, H) and its wide logit (B,), assembled by parts."""
@@ -220,14 +349,19 @@ class CtrRanker:
             first = torch.index_select(self.item_first, 0, torch.from_numpy(slots))
             first.add_(torch.addmv(self.bias, self.w_first_t, torch.from_numpy(x0)))
             first.addmm_(torch.from_numpy(rt), self.w_rt)
-        if self.wide_table is None:
+        if self.cross is None:
             return first, None
-        with np.errstate(over="ignore"):  # the item's and the request's parts of each cross's hash
-            req_cross = self.enc.cross_linear(req_codes[None, :], np.zeros((1, self.enc.max_multi), np.int64))[0]
-            buckets = cross_bucket(self.item_cross[slots] + (req_cross + self.enc.cross_salt))
-        crossed = (self.wide_table[buckets + self.net.wide.cross_base] * self.item_cross_present[slots]).sum(1)
-        request_wide = self.wide_table[req_ids[~self.item_field]].sum() + self.wide_bias
-        return first, torch.from_numpy(self.item_wide[slots] + (crossed + request_wide).astype(np.float32))
+        c = self.cross
+        req_part = c.request_part(req_codes)  # the request's part of each cross's hash (uint64)
+        weight = self._cross_weight
+        request_wide = (self.wide_table[req_ids[~self.item_field]].sum() + self.wide_bias
+                        + weight(req_part[c.request_only] + c.salt[c.request_only]).sum())  # fmt: skip
+        wide = np.take(self.item_wide, slots, 0) @ c.request_vector(req_codes, req_part, weight)
+        wide += np.float32(request_wide)
+        if len(c.hashed):  # both sides large: the end of the hash per candidate
+            x = self.item_cross[slots] + (req_part[c.hashed] + c.salt[c.hashed])
+            wide += (weight(x) * self.item_cross_present[slots]).sum(1)
+        return first, torch.from_numpy(wide)
 
     def score(self, batch: RankBatch) -> np.ndarray:
         with torch.inference_mode():

@@ -23,7 +23,8 @@ from recstack.online.ctr_ranker import CtrRanker, FeatureSnapshot
 from recstack.online.ranking import RT_ITEM, RT_USER, RankBatch
 
 
-def _world(seed: int = 0, dense: list[str] | None = None) -> tuple[CtrEncoder, pd.DataFrame, pd.DataFrame]:
+def _world(seed: int = 0, dense: list[str] | None = None,
+           crosses: list[tuple[str, str]] | None = None) -> tuple[CtrEncoder, pd.DataFrame, pd.DataFrame]:  # fmt: skip
     rng = np.random.default_rng(seed)
     n_u, n_i = 60, 80
     users = pd.DataFrame({"user_id": np.arange(n_u) * 3, "age_bucket": rng.integers(1, 8, n_u),
@@ -46,7 +47,8 @@ def _world(seed: int = 0, dense: list[str] | None = None) -> tuple[CtrEncoder, p
     for d in DENSE_FEATURES:
         if d not in fit or fit[d].isna().any():
             fit[d] = np.log1p(rng.poisson(1.0, n)).astype(float)
-    return CtrEncoder(FIELDS, "genres", CROSSES, dense=dense or list(DENSE_FEATURES)).fit(fit), users, items
+    enc = CtrEncoder(FIELDS, "genres", crosses or CROSSES, dense=dense or list(DENSE_FEATURES))
+    return enc.fit(fit), users, items
 
 
 def _batch(rng: np.random.Generator, user_id: int, item_ids: np.ndarray) -> RankBatch:
@@ -69,14 +71,22 @@ def _perturb(model: torch.nn.Module, seed: int) -> None:
             model.route_bias.copy_(0.3 * torch.randn(model.route_bias.shape, generator=gen))
 
 
-@pytest.mark.parametrize("kind", ["widedeep", "moe-topk", "moe-dense", "moe-deep", "moe-no-wide-reordered"])
+# every way the ranker sums a cross's wide weight (``_CrossPlan``) with "small" = 8 values: request-only
+# (device × hour), by request value (item × gender), by item value (user × genres), item-only (release year ×
+# genres) and hashed per candidate (user × item, hour × release year)
+EVERY_CROSS_KIND = [*CROSSES, ("user_id", "item_id"), ("release_year", "genres"), ("hour", "release_year")]
+
+
+@pytest.mark.parametrize("kind", ["widedeep", "widedeep-every-cross-kind", "moe-topk", "moe-dense", "moe-deep",
+                                  "moe-no-wide-reordered"])  # fmt: skip
 def test_ranker_scores_equal_the_models_own_forward(kind: str) -> None:
     # the last case: no wide part, one task, and the dense features in another order (real-time columns of
     # the item reversed, so their order differs from RankBatch.item_realtime's)
     dense = list(reversed(DENSE_FEATURES)) if kind == "moe-no-wide-reordered" else None
-    enc, users, items = _world(dense=dense)
+    every = kind == "widedeep-every-cross-kind"
+    enc, users, items = _world(dense=dense, crosses=EVERY_CROSS_KIND if every else None)
     torch.manual_seed(0)
-    if kind == "widedeep":
+    if kind.startswith("widedeep"):
         model: torch.nn.Module = WideDeep(enc)
     else:
         cfg = {"moe-topk": MoEConfig(), "moe-dense": MoEConfig(top_k=None, shared_experts=0),
@@ -84,7 +94,13 @@ def test_ranker_scores_equal_the_models_own_forward(kind: str) -> None:
                "moe-no-wide-reordered": MoEConfig(wide_task=None, tasks=("click",), expert_hidden=(16,))}[kind]  # fmt: skip
         model = MoERanker(enc, cfg)
     _perturb(model, 1)
-    ranker = CtrRanker(model, enc, FeatureSnapshot.build(enc, users, items), {"click": 1.0, "like": 0.5})
+    ranker = CtrRanker(model, enc, FeatureSnapshot.build(enc, users, items), {"click": 1.0, "like": 0.5},
+                       cross_small=8 if every else 64)  # fmt: skip
+    if every:
+        plan = ranker.cross
+        assert plan is not None
+        kinds = [plan.request_only, plan.by_request, plan.by_item, plan.item_only, plan.hashed]
+        assert all(len(k) for k in kinds) and sum(map(len, kinds)) == len(enc.cross_salt)
     rng = np.random.default_rng(2)
     for user in (3, 9, 10**9):  # known users and an unknown one
         # known items, an unknown item, a repeated item

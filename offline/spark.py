@@ -33,6 +33,9 @@ def spark_session(settings: SparkSettings | None = None) -> SparkSession:
         .config("spark.sql.execution.arrow.maxBytesPerBatch", str(2**31 - 1))
         # dimension tables (profiles, daily snapshots) up to this size are broadcast instead of shuffled
         .config("spark.sql.autoBroadcastJoinThreshold", "64m")
+        # whole-stage code generation also for plans of more than 100 columns (the default limit): the
+        # features job's one-pass statistics (~100 aggregates) run ~1.6x faster compiled than interpreted
+        .config("spark.sql.codegen.maxFields", "1000")
         # a task writes the date partitions it holds side by side instead of sorting its rows by date first
         .config("spark.sql.maxConcurrentOutputFileWriters", "16")
     )

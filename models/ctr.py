@@ -59,6 +59,10 @@ with np.errstate(over="ignore"):
     _PMIX = np.uint64(1_000_003) * _MIX  # wraps mod 2^64, as the hash's arithmetic does
 
 
+LEFT_FACTOR, RIGHT_FACTOR = _PMIX, _MIX
+"""The factors of a cross's left and right codes in the hash's first, linear step (``_cross_linear``)."""
+
+
 def _cross_linear(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The part of the hash's first step that is linear in the codes (mod 2^64): a * P * MIX + b * MIX."""
     with np.errstate(over="ignore"):

@@ -30,7 +30,15 @@ import torch
 from recstack.features.definitions import FEATURES_BY_NAME
 from recstack.features.keys import Col
 from recstack.models.artifact import ArtifactError
-from recstack.models.ctr import _MIX, _PMIX, CtrBatch, CtrEncoder, cross_bucket, fused, ranker_from_saved
+from recstack.models.ctr import (
+    LEFT_FACTOR,
+    RIGHT_FACTOR,
+    CtrBatch,
+    CtrEncoder,
+    cross_bucket,
+    fused,
+    ranker_from_saved,
+)
 from recstack.models.ids import IdIndex
 from recstack.online.ranking import RT_ITEM, RT_USER, RankBatch
 
@@ -134,12 +142,12 @@ class _CrossPlan:
         with np.errstate(over="ignore"):
             for j in self.by_request:
                 f = int(request_side[j])
-                mult = _PMIX if self.left_on_request[j] else _MIX  # the request field's factor in the hash
+                mult = LEFT_FACTOR if self.left_on_request[j] else RIGHT_FACTOR  # the request field's factor in the hash
                 self.request_value_columns += [(base_of[f] + v, int(j), np.uint64(v) * mult) for v in range(cards[f])]
         by_item_base = 1 + int(cards[self.request_fields].sum())
         # by_item: groups of columns that hash alike (same salt and request field, the item side's values and
         # factor): the slots of one multi-valued cross; one block of item-value counts per group
-        self.item_mult = np.where(self.left_on_request, _MIX, _PMIX)  # the item side's factor in the hash
+        self.item_mult = np.where(self.left_on_request, RIGHT_FACTOR, LEFT_FACTOR)  # the item side's factor in the hash
         groups: dict[tuple[int, ...], list[int]] = {}
         for j in self.by_item:
             key = (int(self.salt[j]), int(request_side[j]), int(self.item_mult[j]), int(cards[self.item_side[j]]),
@@ -182,9 +190,9 @@ class _CrossPlan:
     def request_part(self, codes: np.ndarray) -> np.ndarray:
         """The request's part of every cross's hash from its field codes (item fields 0; no multi values)."""
         with np.errstate(over="ignore"):
-            left = np.where(self.left_on_request, codes[self.left], 0).astype(np.uint64) * _PMIX
+            left = np.where(self.left_on_request, codes[self.left], 0).astype(np.uint64) * LEFT_FACTOR
             right_codes = np.where(self.right_on_request, codes[np.minimum(self.right, len(codes) - 1)], 0)
-            return left + right_codes.astype(np.uint64) * _MIX
+            return left + right_codes.astype(np.uint64) * RIGHT_FACTOR
 
     def request_vector(self, codes: np.ndarray, req_part: np.ndarray,
                        weight: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:  # fmt: skip

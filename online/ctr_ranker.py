@@ -147,27 +147,24 @@ class _CrossPlan:
         by_item_base = 1 + int(cards[self.request_fields].sum())
         # by_item: groups of columns that hash alike (same salt and request field, the item side's values and
         # factor): the slots of one multi-valued cross; one block of item-value counts per group
-        self.item_mult = np.where(self.left_on_request, RIGHT_FACTOR, LEFT_FACTOR)  # the item side's factor in the hash
+        item_mult = np.where(self.left_on_request, RIGHT_FACTOR, LEFT_FACTOR)  # the item side's factor in the hash
         groups: dict[tuple[int, ...], list[int]] = {}
         for j in self.by_item:
-            key = (int(self.salt[j]), int(request_side[j]), int(self.item_mult[j]), int(cards[self.item_side[j]]),
+            key = (int(self.salt[j]), int(request_side[j]), int(item_mult[j]), int(cards[self.item_side[j]]),
                    bool(from_multi[j]), int(self.item_side[j]) if not from_multi[j] else -1)  # fmt: skip
             groups.setdefault(key, []).append(int(j))
         self.groups = list(groups.values())
-        widths = [int(cards[self.item_side[g[0]]]) for g in self.groups]
-        self.group_base = by_item_base + _starts(np.array(widths, np.int64))
-        self.width = by_item_base + int(sum(widths))
-        self.group_cross = np.array([g[0] for g in self.groups], np.int64)  # one cross stands for its group
-        self.value_parts: list[np.ndarray] = []  # per group: each item value's part of the hash + the salt
-        self.value_present: list[np.ndarray] = []  # per group: 0 for the padding value of a multi-valued field
-        with np.errstate(over="ignore"):
-            for g, w in zip(self.groups, widths, strict=True):
-                j = g[0]
-                self.value_parts.append(np.arange(w, dtype=np.uint64) * self.item_mult[j] + self.salt[j])
-                self.value_present.append((np.arange(w) > 0) | ~from_multi[j])
-        self.value_parts_all = np.concatenate(self.value_parts) if self.groups else np.zeros(0, np.uint64)
-        self.value_present_all = (np.concatenate(self.value_present) if self.groups else np.zeros(0, bool)).astype(np.float32)
-        self.value_group = np.repeat(np.arange(len(self.groups)), widths)
+        widths = np.array([cards[self.item_side[g[0]]] for g in self.groups], np.int64)
+        self.group_base = by_item_base + _starts(widths)
+        self.width = by_item_base + int(widths.sum())
+        first = np.array([g[0] for g in self.groups], np.int64)  # one cross stands for its group
+        self.value_group = np.repeat(np.arange(len(self.groups)), widths)  # per item value: its group
+        value = np.arange(int(widths.sum())) - np.repeat(_starts(widths), widths)
+        self.value_cross = first[self.value_group]
+        with np.errstate(over="ignore"):  # each item value's part of the hash, with the salt
+            self.value_parts = value.astype(np.uint64) * item_mult[self.value_cross] + self.salt[self.value_cross]
+        # 0 for the padding value of a multi-valued field: no cross
+        self.value_present = ((value > 0) | ~from_multi[self.value_cross]).astype(np.float32)
 
     def item_matrix(self, enc: CtrEncoder, codes: np.ndarray, multi: np.ndarray, wide_sum: np.ndarray,
                     weight: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
@@ -202,8 +199,7 @@ class _CrossPlan:
         v[0] = 1.0
         v[self.field_base + codes[self.request_fields]] = 1.0
         if self.groups:
-            x = req_part[self.group_cross][self.value_group] + self.value_parts_all
-            v[self.group_base[0] :] = weight(x) * self.value_present_all
+            v[self.group_base[0] :] = weight(req_part[self.value_cross] + self.value_parts) * self.value_present
         return v
 
 

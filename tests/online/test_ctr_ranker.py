@@ -72,9 +72,10 @@ def _perturb(model: torch.nn.Module, seed: int) -> None:
 
 
 # every way the ranker sums a cross's wide weight (``_CrossPlan``) with "small" = 8 values: request-only
-# (device × hour), by request value (item × gender), by item value (user × genres), item-only (release year ×
-# genres) and hashed per candidate (user × item, hour × release year)
-EVERY_CROSS_KIND = [*CROSSES, ("user_id", "item_id"), ("release_year", "genres"), ("hour", "release_year")]
+# (device × hour), by request value (item × gender), by item value (user × genres, hour × genres: two
+# groups), item-only (release year × genres) and hashed per candidate (user × item, hour × release year)
+EVERY_CROSS_KIND = [*CROSSES, ("user_id", "item_id"), ("release_year", "genres"), ("hour", "release_year"),
+                    ("hour", "genres")]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["widedeep", "widedeep-every-cross-kind", "moe-topk", "moe-dense", "moe-deep",
@@ -101,6 +102,7 @@ def test_ranker_scores_equal_the_models_own_forward(kind: str) -> None:
         assert plan is not None
         kinds = [plan.request_only, plan.by_request, plan.by_item, plan.item_only, plan.hashed]
         assert all(len(k) for k in kinds) and sum(map(len, kinds)) == len(enc.cross_salt)
+        assert len(plan.groups) == 2
     rng = np.random.default_rng(2)
     for user in (3, 9, 10**9):  # known users and an unknown one
         # known items, an unknown item, a repeated item

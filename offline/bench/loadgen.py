@@ -463,6 +463,7 @@ async def spread(conns: list[_HttpConnection], probe: bytes, workers: int, timeo
 
     owners = {id(c): await owner(c) for c in conns}
     fair = math.ceil(len(conns) / workers)
+    streak = 0  # reopens in a row that the busiest process won again
     for _ in range(max_reopens):
         counts = Counter(owners.values())
         if len(counts) >= min(workers, len(conns)) and max(counts.values()) <= fair:
@@ -470,8 +471,11 @@ async def spread(conns: list[_HttpConnection], probe: bytes, workers: int, timeo
         busiest = max(counts, key=lambda w: counts[w])
         c = next(c for c in conns if owners[id(c)] == busiest)
         c.close()
+        if streak:  # the other processes may not be back in accept yet (they answered a probe): let them get there
+            await asyncio.sleep(min(0.001 * streak, 0.05))
         await asyncio.wait_for(c.open(), timeout_s)
         owners[id(c)] = await owner(c)
+        streak = streak + 1 if owners[id(c)] == busiest else 0
     return dict(sorted(Counter(owners.values()).items()))
 
 

@@ -88,13 +88,19 @@ class Channel(Protocol):
 
 
 def _top(items: np.ndarray, scores: np.ndarray, n: int) -> Candidates:
-    """The ``n`` best of (items, scores) by summed score per item (ties: first seen)."""
+    """The ``n`` best of (items, scores) by summed score per item (ties: the smaller item id)."""
     if len(items) == 0:
         return Candidates.empty()
-    uniq, inv = np.unique(items, return_inverse=True)
-    total = np.bincount(inv, weights=scores.astype(np.float64))
-    order = np.argsort(-total, kind="stable")[:n]
-    return Candidates(uniq[order], total[order].astype(np.float32))
+    # np.unique(return_inverse) + bincount, written out: a channel's few hundred rows cost ~2x less this way
+    order = np.argsort(items, kind="stable")  # stable: each item's scores are summed in input order
+    ordered = items[order]
+    new = np.empty(len(ordered), dtype=bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    total = np.add.reduceat(scores[order].astype(np.float64), starts)
+    best = np.argsort(-total, kind="stable")[:n]
+    return Candidates(ordered[starts][best], total[best].astype(np.float32))
 
 
 def _ranked(items: np.ndarray, n: int) -> Candidates:
@@ -360,27 +366,35 @@ def merge(
     ``catalog_rows`` maps item ids to catalog rows (-1 unknown, dropped); ``state`` is the moderation state by
     row; ``exclude`` the user's seen items; ``blocked`` item ids blocked at run time (control stage).
     """
-    sizes = [len(c) for c in results]
-    if sum(sizes) == 0:
+    sizes = np.array([len(c) for c in results], dtype=np.int64)
+    if sizes.sum() == 0:
         return Merged(_EMPTY_I, _EMPTY_I, _EMPTY_F, _EMPTY_F, np.empty(0, np.int16))
     items = np.concatenate([c.items for c in results])
     scores = np.concatenate([c.scores for c in results]).astype(np.float32, copy=False)
     channel = np.repeat(np.arange(len(results), dtype=np.int16), sizes)
-    pos = np.concatenate([np.arange(s) for s in sizes])
+    starts = np.cumsum(sizes) - sizes
+    pos = np.arange(len(items)) - np.repeat(starts, sizes)
     rows = catalog_rows(items)
     keep = rows >= 0
     keep[keep] = state[rows[keep]] == APPROVED
-    if len(exclude):
-        keep &= ~np.isin(items, exclude)
-    if blocked is not None and len(blocked):
-        keep &= ~np.isin(items, blocked)
-    first = np.zeros(len(items), dtype=bool)
-    _, first_idx = np.unique(items, return_index=True)
-    first[first_idx] = True
-    keep &= first
+    # filters and de-duplication by catalog row (one row per item id): a flag table, not sorted set operations
+    banned_ids = [ids for ids in (exclude, blocked) if ids is not None and len(ids)]
+    if banned_ids:
+        banned = np.zeros(len(state), dtype=bool)
+        for ids in banned_ids:
+            r = catalog_rows(ids)
+            banned[r[r >= 0]] = True
+        keep[keep] = ~banned[rows[keep]]
+    # an item's every occurrence passes or fails the filters alike, so de-duplicating the kept ones is the same
+    # as de-duplicating all: the first occurrence (earlier channel, then earlier position) stays
+    kept = np.flatnonzero(keep)
+    order = np.argsort(rows[kept], kind="stable")
+    ordered = rows[kept][order]
+    repeat = np.zeros(len(kept), dtype=bool)
+    np.equal(ordered[1:], ordered[:-1], out=repeat[1:])
+    keep[kept[order[repeat]]] = False
     # quota per channel after filtering: rank of each kept candidate within its channel
     kept_rank = np.cumsum(keep) - 1
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     before = np.concatenate([[0], np.cumsum(keep)])[starts]
     rank_in_channel = kept_rank - np.repeat(before, sizes)
     keep &= rank_in_channel < np.repeat(np.asarray(quotas), sizes)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 from recstack.features.settings import ChannelSettings, ServingSettings, available_cores
-from recstack.models.catalog import PENDING, segment_of, tokens
+from recstack.models.catalog import APPROVED, PENDING, segment_of, tokens
 from recstack.online.contracts import RequestContext
 from recstack.online.pipeline import Recommender, ServingRelease
 from recstack.online.ranking import diversify
@@ -123,6 +123,49 @@ def test_merge_filters_dedupes_and_applies_quotas_after_filtering() -> None:
     assert merged.items.tolist() == [2, 3, 4, 8, 9]
     assert merged.channel.tolist() == [0, 0, 0, 1, 1]
     assert merged.rank_prior[0] == pytest.approx(1 / 2)  # 2 was second in channel a
+
+
+def _merge_by_hand(results, quotas, rows_of, exclude, state, blocked):  # type: ignore[no-untyped-def]
+    """The merge rules one candidate at a time: known, approved, not seen, not blocked, not taken by an earlier
+    occurrence, within its channel's quota (counted after filtering)."""
+    banned = {int(i) for i in exclude} | {int(i) for i in (blocked if blocked is not None else [])}
+    first: dict[int, tuple[int, int]] = {}
+    for c, cands in enumerate(results):
+        for p, item in enumerate(cands.items.tolist()):
+            first.setdefault(item, (c, p))
+    out = []
+    for c, (cands, quota) in enumerate(zip(results, quotas, strict=True)):
+        taken = 0
+        for p, item in enumerate(cands.items.tolist()):
+            row = int(rows_of(np.array([item]))[0])
+            if row < 0 or state[row] != APPROVED or item in banned or first[item] != (c, p):
+                continue
+            if taken < quota:
+                out.append((item, row, float(cands.scores[p]), float(np.float32(1.0 / (1.0 + p))), c))
+            taken += 1
+    return out
+
+
+def test_merge_equals_its_rules_on_random_inputs() -> None:
+    rng = np.random.default_rng(7)
+    kept = 0
+    state = rng.choice([APPROVED, PENDING], 60, p=[0.85, 0.15]).astype(np.int8)
+    rows_of = lambda x: np.where((np.asarray(x) >= 0) & (np.asarray(x) < 60), np.asarray(x), -1)  # noqa: E731
+    for trial in range(300):
+        results = []
+        for _ in range(int(rng.integers(1, 5))):
+            items = rng.integers(-3, 70, int(rng.integers(0, 30)))
+            results.append(Candidates(items, rng.random(len(items)).astype(np.float32)))
+        quotas = rng.integers(0, 20, len(results)).tolist()
+        exclude = rng.integers(-2, 70, int(rng.integers(0, 10)))
+        blocked = rng.integers(-2, 70, int(rng.integers(0, 4))) if trial % 2 else None
+        m = merge(results, quotas, rows_of, exclude, state, blocked)
+        got = list(zip(m.items.tolist(), m.rows.tolist(), m.scores.tolist(), m.rank_prior.tolist(),
+                       m.channel.tolist(), strict=True))  # fmt: skip
+        want = _merge_by_hand(results, quotas, rows_of, exclude, state, blocked)
+        assert got == want, trial
+        kept += len(want)
+    assert kept > 1000  # the inputs leave plenty through every rule
 
 
 class _Slow:

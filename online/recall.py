@@ -388,8 +388,9 @@ def merge(
     # an item's every occurrence passes or fails the filters alike, so de-duplicating the kept ones is the same
     # as de-duplicating all: the first occurrence (earlier channel, then earlier position) stays
     kept = np.flatnonzero(keep)
-    order = np.argsort(rows[kept], kind="stable")
-    ordered = rows[kept][order]
+    kept_rows = rows[kept]
+    order = np.argsort(kept_rows, kind="stable")
+    ordered = kept_rows[order]
     repeat = np.zeros(len(kept), dtype=bool)
     np.equal(ordered[1:], ordered[:-1], out=repeat[1:])
     keep[kept[order[repeat]]] = False

@@ -1,8 +1,9 @@
-"""Graph-embedding recall models behind one contract: interactions in, :class:`EmbeddingArtifact` out.
+"""Recall models behind one contract: interactions in, :class:`EmbeddingArtifact` out.
 
 :class:`RecallData` is the typed input every trainer takes (dense user / item rows, edge strengths, profile
-frames for node features); :func:`fit_deepwalk` and :func:`fit_graphsage` return the artifact the FAISS index
-and the online service consume, plus each model's extras (item neighbours, the inductive encoder).
+frames for node features); :func:`fit_deepwalk`, :func:`fit_graphsage` (graph embeddings), :func:`fit_ials`
+and :func:`fit_ease` (the export ensemble's other members) return the artifact the FAISS index and the
+online service consume, plus each model's extras (item neighbours, the inductive encoder).
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from recstack.models.artifact import EmbeddingArtifact
 from recstack.models.baseline import popularity
 from recstack.models.deepwalk import DeepWalkConfig, train_deepwalk
 from recstack.models.deepwalk import config_params as deepwalk_params
+from recstack.models.ease import EASEConfig, train_ease
+from recstack.models.ease import config_params as ease_params
 from recstack.models.evaluation import Interactions, evaluate, topk_from_scores
 from recstack.models.graph import CSRGraph, bipartite
 from recstack.models.graphsage import SageConfig, SageModel, train_link_sage
 from recstack.models.graphsage import config_params as sage_params
+from recstack.models.ials import IALSConfig, train_ials
+from recstack.models.ials import config_params as ials_params
 from recstack.models.node_features import FeatureEncoder, aligned
 
 Progress = Callable[[str], None]
@@ -34,6 +39,10 @@ DEFAULT_GRAPHSAGE = SageConfig(epochs=30, lr=0.005, l2=0.0, loss="softmax", nega
                                temperature=0.2)  # fmt: skip
 """Tuned on the ml-100k reference split: sampled softmax over 512 shared negatives, cosine / temperature 0.2
 (0.05: 0.381, 0.1: 0.394, 0.2: 0.427, 0.3: 0.412, 0.5: 0.346 nDCG@10)."""
+DEFAULT_EASE = EASEConfig()
+"""λ 500, the peer's setting on the reference split; rank 64 of B served."""
+DEFAULT_IALS = IALSConfig()
+"""Chosen on an inner 80/20 split of the reference split's train.tsv (not on its test): d 64, α₀ 0.2, λ 0.02."""
 LOOKALIKE = SageConfig(
     epochs=10, lr=0.005, l2=0.0, loss="softmax", negatives=256, normalize=True, temperature=0.1
 )
@@ -151,6 +160,23 @@ def fit_deepwalk(data: RecallData, cfg: DeepWalkConfig, version: str, sessions: 
         "deepwalk", version, u, i,
         {**deepwalk_params(cfg), **{f"history.{k}": x for k, x in result.history.items()}},
     )  # fmt: skip
+
+
+def fit_ials(
+    data: RecallData, cfg: IALSConfig, version: str, progress: Progress | None = None
+) -> EmbeddingArtifact:
+    """Implicit ALS on which user interacted with which item (every interaction alike, see ``models/ials.py``)."""
+    result = train_ials(data.user_rows, data.item_cols, data.num_users, data.num_items, cfg, progress)
+    params = {**ials_params(cfg), "history.train_s": result.history["train_s"],
+              "history.loss": result.history[f"loss.{cfg.iterations - 1}"]}  # fmt: skip
+    return data.artifact("ials", version, result.users, result.items, params)
+
+
+def fit_ease(data: RecallData, cfg: EASEConfig, version: str) -> EmbeddingArtifact:
+    """EASE's item–item model served through its truncated SVD (see ``models/ease.py``)."""
+    result = train_ease(data.user_rows, data.item_cols, data.num_users, data.num_items, cfg)
+    params = {**ease_params(cfg), **{f"history.{k}": v for k, v in result.history.items()}}
+    return data.artifact("ease", version, result.users, result.items, params)
 
 
 @dataclass

@@ -1,0 +1,64 @@
+"""EASE: the closed form solves its constrained least squares, and the served factorisation reproduces x_u B."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from recstack.models.ease import EASEConfig, ease_matrix, train_ease
+
+
+def _data(seed: int, users: int = 40, items: int = 30, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, users, n), rng.integers(0, items, n)
+
+
+def test_b_satisfies_the_optimality_conditions() -> None:
+    """Zero diagonal, and the gradient of |X − XB|² + λ|B|² vanishes off the diagonal (the diagonal carries
+    the constraint's multipliers)."""
+    u, i = _data(0)
+    x = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(40, 30))
+    x.data[:] = 1
+    b = ease_matrix(x, 7.0).numpy()
+    assert np.abs(np.diag(b)).max() == 0
+    xd = x.toarray()
+    grad = xd.T @ (xd @ b - xd) + 7.0 * b
+    off = grad - np.diag(np.diag(grad))
+    assert np.abs(off).max() < 1e-9
+    assert np.abs(np.diag(grad)).max() > 1e-3  # the constraint binds: an unconstrained B would differ
+
+
+def test_full_rank_vectors_reproduce_x_times_b_and_lower_ranks_approach_it() -> None:
+    u, i = _data(1)
+    x = np.zeros((40, 30))
+    x[u, i] = 1
+    want = x @ ease_matrix(sp.csr_matrix(x), 20.0).numpy()
+    full = train_ease(u, i, 40, 30, EASEConfig(l2=20.0, rank=64))  # rank is capped at the 30 items
+    assert full.users.shape == (40, 30) and full.items.shape == (30, 30)
+    np.testing.assert_allclose(full.users @ full.items.T, want, atol=1e-4)
+    errors = []
+    for rank in (4, 12, 24):
+        r = train_ease(u, i, 40, 30, EASEConfig(l2=20.0, rank=rank))
+        errors.append(np.abs(r.users @ r.items.T - want).mean())
+    assert errors[0] > errors[1] > errors[2]
+    assert 0 < r.history["energy_kept"] < 1
+
+
+def test_duplicate_interactions_count_once() -> None:
+    u, i = _data(2)
+    a = train_ease(u, i, 40, 30, EASEConfig(l2=5.0, rank=8))
+    b = train_ease(
+        np.concatenate([u, u[:50]]), np.concatenate([i, i[:50]]), 40, 30, EASEConfig(l2=5.0, rank=8)
+    )
+    np.testing.assert_allclose(a.users @ a.items.T, b.users @ b.items.T, atol=1e-5)
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        EASEConfig(rank=0)
+    with pytest.raises(ValueError, match="max_items"):
+        train_ease(np.array([0]), np.array([0]), 1, 50, EASEConfig(max_items=10))
+    with pytest.raises(ValueError, match="outside"):
+        train_ease(np.array([0, 3]), np.array([0, 1]), 2, 5, EASEConfig())
+    with pytest.raises(ValueError, match="no interactions"):
+        train_ease(np.array([], np.int64), np.array([], np.int64), 2, 5, EASEConfig())

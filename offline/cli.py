@@ -362,6 +362,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                        coverage_floor=args.coverage_floor,
                        ensemble=EnsembleConfig(deepwalk_seeds=args.deepwalk_seeds,
                                                graphsage_seeds=args.graphsage_seeds,
+                                               ials_seeds=args.ials_seeds, ials_weight=args.ials_weight,
+                                               ease_weight=args.ease_weight,
                                                popularity_weight=args.popularity_weight,
                                                deepwalk_return_ps=args.deepwalk_return_p))  # fmt: skip
     report = export_recommendations(settings, args.data, args.out, cfg, progress=StepProgress(1).line)
@@ -549,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "each user's top K (control/coverage.py); 0 turns it off")  # fmt: skip
     q.add_argument("--deepwalk-seeds", type=int, default=3, help="DeepWalk members of the ensemble")
     q.add_argument("--graphsage-seeds", type=int, default=3, help="GraphSAGE members of the ensemble")
+    q.add_argument("--ials-seeds", type=int, default=1, help="iALS members of the ensemble")
+    q.add_argument("--ials-weight", type=float, default=0.25,
+                   help="the iALS family's weight in the ensemble (DeepWalk's and GraphSAGE's are 1)")  # fmt: skip
+    q.add_argument("--ease-weight", type=float, default=0.125,
+                   help="weight of one EASE member (low-rank, models/ease.py) in the ensemble; 0 = none")  # fmt: skip
     q.add_argument("--popularity-weight", type=float, default=0.2,
                    help="beta of the ensemble's popularity prior (models/ensemble.py); 0 = none")  # fmt: skip
     q.add_argument("--deepwalk-return-p", type=_positive_floats, default=(),

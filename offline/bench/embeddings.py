@@ -31,11 +31,15 @@ from recstack.models.evaluation import (
 )
 from recstack.models.recall import (
     DEFAULT_DEEPWALK,
+    DEFAULT_EASE,
     DEFAULT_GRAPHSAGE,
+    DEFAULT_IALS,
     RecallData,
     evaluate_artifact,
     fit_deepwalk,
+    fit_ease,
     fit_graphsage,
+    fit_ials,
 )
 
 K = 10
@@ -153,4 +157,10 @@ def bench_embeddings(path: Path, progress: Any = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     art, _ = fit_graphsage(data, DEFAULT_GRAPHSAGE, "bench", progress=progress)
     out["graphsage"] = rounded(evaluate_artifact(art, data, inp.test, K, catalog), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    art = fit_ials(data, DEFAULT_IALS, "bench", progress=progress)
+    out["ials"] = rounded(evaluate_artifact(art, data, inp.test, K, catalog), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    art = fit_ease(data, DEFAULT_EASE, "bench")
+    out["ease_rank64"] = rounded(evaluate_artifact(art, data, inp.test, K, catalog), time.perf_counter() - t0)
     return out

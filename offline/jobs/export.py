@@ -5,8 +5,8 @@ Steps (each reported as progress):
 1. **Ingest** the directory (100K ``u.data``, 1M/10M ``ratings.dat`` or CSV ``ratings.csv``; a ``u.data``
    replaced by a reference split's ``train.tsv`` is the same format) into a fresh lake under the work
    directory, with the usual validation: malformed or unknown-id records are quarantined and counted.
-2. **Train** the recall model on the valid ratings: the seed ensemble of DeepWalk and GraphSAGE
-   (``models/ensemble.py``), folded into one embedding artifact.
+2. **Train** the recall model on the valid ratings: the ensemble of DeepWalk and GraphSAGE seeds with
+   one iALS and one EASE member (``models/ensemble.py``), folded into one embedding artifact.
 3. **Publish** a serving release (model, FAISS index, item-to-item lists, catalog) exactly as ``recstack
    train`` does.
 4. **Recommend** with the service's own ``Recommender`` (recall channels → merge/filter → pre-rank → rank →
@@ -19,7 +19,9 @@ Steps (each reported as progress):
 
 Deterministic for a seed: the models are seeded (DeepWalk on one worker thread, GraphSAGE with torch's
 deterministic algorithms), the user order is a seeded permutation
-and the request time is the data's last rating time, so two runs write the same file.
+and the request time is the data's last rating time, so two runs in one process write the same file
+(tested). Across processes the graph members' training has differed slightly: two runs of the reference
+export scored nDCG@10 0.4963 and 0.4970 (iALS and EASE were bit-identical across processes).
 """
 
 from __future__ import annotations

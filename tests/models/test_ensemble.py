@@ -50,7 +50,7 @@ def test_members_must_share_ids() -> None:
     with pytest.raises(ValueError, match="one weight per member"):
         fold_ensemble([a], [1.0, 2.0], "x")
     with pytest.raises(ValueError, match="at least one member"):
-        EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0)
+        EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0, ials_seeds=0, ease_weight=0.0)
 
 
 def test_the_popularity_prior_adds_beta_times_standardised_log_popularity() -> None:
@@ -89,7 +89,8 @@ def test_deepwalk_members_take_the_return_parameters_in_turn() -> None:
     users, items = rng.integers(0, 40, 600), rng.integers(0, 60, 600)
     data = RecallData.build(Interactions(users.astype(np.int64), items.astype(np.int64) + 1000,
                                          np.arange(600, dtype=np.int64), np.ones(600)))  # fmt: skip
-    cfg = EnsembleConfig(deepwalk_seeds=4, graphsage_seeds=0, popularity_weight=0.0, deepwalk_return_ps=(1.0, 4.0),
+    cfg = EnsembleConfig(deepwalk_seeds=4, graphsage_seeds=0, ials_seeds=0, ease_weight=0.0, popularity_weight=0.0,
+                         deepwalk_return_ps=(1.0, 4.0),
                          deepwalk=DeepWalkConfig(dim=8, walks_per_node=2, walk_length=10, epochs=1))  # fmt: skip
     folded = fit_ensemble(data, cfg, "v")
     assert folded.params["members"] == ["deepwalk:42", "deepwalk:42", "deepwalk:43", "deepwalk:43"]
@@ -98,3 +99,35 @@ def test_deepwalk_members_take_the_return_parameters_in_turn() -> None:
     assert not np.allclose(blocks[0], blocks[1])  # same seed, other walks
     with pytest.raises(ValueError, match="deepwalk_return_ps"):
         EnsembleConfig(deepwalk_return_ps=(1.0, 0.0))
+
+
+def test_ials_and_ease_members_join_with_their_weights() -> None:
+    """An ensemble of one iALS member and EASE only: its folded scores are
+    ``w_ials · z(iALS) + w_ease · z(EASE)`` of the same members trained alone."""
+    from recstack.models.ease import EASEConfig
+    from recstack.models.ensemble import fit_ensemble
+    from recstack.models.evaluation import Interactions
+    from recstack.models.ials import IALSConfig
+    from recstack.models.recall import RecallData, fit_ease, fit_ials
+
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 40, 700), rng.integers(0, 60, 700)
+    data = RecallData.build(Interactions(users.astype(np.int64), items.astype(np.int64) + 1000,
+                                         np.arange(700, dtype=np.int64), np.ones(700)))  # fmt: skip
+    ials, ease = IALSConfig(dim=6, iterations=4), EASEConfig(l2=10.0, rank=12)
+    cfg = EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0, ials_seeds=1, ials_weight=0.25, ease_weight=0.5,
+                         popularity_weight=0.0, ials=ials, ease=ease)  # fmt: skip
+    folded = fit_ensemble(data, cfg, "v")
+    assert folded.params["members"] == ["ials:42", "ease"] and folded.dim == 6 + 12
+    assert folded.params["ials_weight"] == 0.25 and folded.params["ease_weight"] == 0.5
+    want = np.zeros((data.num_users, data.num_items))
+    for art, w in ((fit_ials(data, ials, "a"), 0.25), (fit_ease(data, ease, "b"), 0.5)):
+        s = art.user_vectors.astype(np.float64) @ art.item_vectors.T
+        want += w * (s - s.mean(1, keepdims=True)) / s.std(1, keepdims=True)
+    got = folded.user_vectors.astype(np.float64) @ folded.item_vectors.T
+    np.testing.assert_allclose(got - got.mean(1, keepdims=True), want, atol=1e-4)
+    with pytest.raises(ValueError, match="at least one member"):
+        EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0, ials_seeds=0, ease_weight=0.0)
+    assert EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0, ease_weight=1.0).ease_weight == 1.0
+    with pytest.raises(ValueError, match="weights"):
+        EnsembleConfig(ials_weight=-1.0)

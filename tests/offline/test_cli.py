@@ -92,7 +92,7 @@ def test_bench_embeddings_prints_the_json_keys(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["split"] == "reference" and result["users"] == 80
-    for model in ("deepwalk", "graphsage"):
+    for model in ("deepwalk", "graphsage", "ials", "ease_rank64"):
         assert {"ndcg@10", "recall@10", "precision@10", "coverage_items", "train_s"} <= set(result[model])
         # planted communities: far better than the popularity baseline's near-random ranking here
         assert result[model]["ndcg@10"] > result["popularity"]["ndcg@10"] + 0.1, result

@@ -15,19 +15,17 @@ Usage: ``.venv/bin/python benchmarks/ensemble_weights.py --split ../shared/data/
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import reference_split  # benchmarks/reference_split.py, beside this script
 import torch
 from recstack.models.ensemble import EnsembleConfig, fit_ensemble, popularity_prior
 from recstack.models.evaluation import Interactions, TopK, evaluate
 from recstack.models.recall import RecallData
-from recstack.offline.bench.embeddings import read_profiles, read_split_tsv, stratified_split
 
 FAMILIES = {
     "deepwalk": {"deepwalk_seeds": 3, "graphsage_seeds": 0, "ials_seeds": 0, "ease_weight": 0.0},
@@ -74,18 +72,11 @@ def top10(s: dict[str, object], score: np.ndarray, train: Interactions) -> TopK:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", type=Path, required=True, help="folder with train.tsv / test.tsv")
-    ap.add_argument("--profiles", type=Path, required=True, help="MovieLens-100K folder with u.user / u.item")
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = reference_split.parser(__doc__.splitlines()[0]).parse_args()
     t0 = time.perf_counter()
-    users, items = read_profiles(args.profiles)
-    if users is None or items is None:
-        raise SystemExit(f"{args.profiles} has no u.user / u.item")
-    train, test = read_split_tsv(args.split / "train.tsv"), read_split_tsv(args.split / "test.tsv")
-    inner_train, inner_held = stratified_split(train, ratio=0.8, seed=7)
+    data = reference_split.load(args)
+    train, test, inner_train, inner_held = data.train, data.test, data.inner_train, data.inner_held
+    users, items = data.users, data.items
     inner = family_scores(inner_train, users, items, args.seed)
     single = {f: round(evaluate(top10(inner, inner[f], inner_train), inner_held, inner_train)["ndcg@10"], 4)  # type: ignore[arg-type]
               for f in FAMILIES}  # fmt: skip
@@ -104,10 +95,7 @@ def main() -> None:
                          "items_covered": int(m["coverage_items"])}  # fmt: skip
     result = {"inner_single_family_ndcg@10": single, "inner_grid": grid, "inner_best": best,
               "test_before_coverage_floor": on_test, "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-    line = json.dumps(result)
-    if args.json:
-        args.json.write_text(line + "\n")
-    print(line)
+    reference_split.report(args, result)
 
 
 if __name__ == "__main__":

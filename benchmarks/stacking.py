@@ -22,19 +22,16 @@ Usage: ``.venv/bin/python benchmarks/stacking.py --split ../shared/data/ml-100k-
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import reference_split  # benchmarks/reference_split.py, beside this script
 import torch
 from recstack.models.ensemble import EnsembleConfig, fit_ensemble
 from recstack.models.evaluation import Interactions, TopK, evaluate
 from recstack.models.recall import RecallData
-from recstack.offline.bench.embeddings import read_profiles, read_split_tsv, stratified_split
 
 
 @dataclass
@@ -132,19 +129,13 @@ def top10(block: Block, score: np.ndarray) -> TopK:
 def main() -> None:
     import lightgbm as lgb
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", type=Path, required=True, help="folder with train.tsv / test.tsv")
-    ap.add_argument("--profiles", type=Path, required=True, help="MovieLens-100K folder with u.user / u.item")
+    ap = reference_split.parser(__doc__.splitlines()[0])
     ap.add_argument("--candidates", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    users, items = read_profiles(args.profiles)
-    if users is None or items is None:
-        raise SystemExit(f"{args.profiles} has no u.user / u.item")
-    train, test = read_split_tsv(args.split / "train.tsv"), read_split_tsv(args.split / "test.tsv")
-    inner_train, inner_held = stratified_split(train, ratio=0.8, seed=7)
+    data = reference_split.load(args)
+    train, test, inner_train, inner_held = data.train, data.test, data.inner_train, data.inner_held
+    users, items = data.users, data.items
     inner = build_block(inner_train, inner_held, users, items, args.candidates, args.seed)
     full = build_block(train, test, users, items, args.candidates, args.seed)
     n_u, n = inner.cols.shape
@@ -181,10 +172,7 @@ def main() -> None:
         c: round(float(g / gain.sum()), 3) for c, g in zip(x.columns, gain, strict=True)
     }
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    line = json.dumps(result)
-    if args.json:
-        args.json.write_text(line + "\n")
-    print(line)
+    reference_split.report(args, result)
 
 
 if __name__ == "__main__":

@@ -167,14 +167,19 @@ def fit_ensemble(data: RecallData, cfg: EnsembleConfig, version: str,
         art = fit_ials(data, dataclasses.replace(cfg.ials, seed=seed), f"{version}-ials{seed}")
         members.append(dataclasses.replace(art, params={**art.params, "seed": seed}))
         weights.append(cfg.ials_weight / cfg.ials_seeds)
-    if cfg.ease_weight > 0:
+    ease_skipped = cfg.ease_weight > 0 and data.num_items > cfg.ease.max_items
+    if ease_skipped:  # EASE inverts an items × items matrix: the other members carry a catalogue this large
+        say(f"ensemble: EASE left out ({data.num_items} items > max_items {cfg.ease.max_items})")
+    elif cfg.ease_weight > 0:
         say("ensemble: EASE")
         members.append(fit_ease(data, cfg.ease, f"{version}-ease"))
         weights.append(cfg.ease_weight)
+    if not members:
+        raise ValueError("no ensemble member left to train (EASE alone, over its max_items)")
     params: dict[str, object] = {"deepwalk_seeds": cfg.deepwalk_seeds, "graphsage_seeds": cfg.graphsage_seeds,
                                  "ials_seeds": cfg.ials_seeds, "deepwalk_weight": cfg.deepwalk_weight,
                                  "graphsage_weight": cfg.graphsage_weight, "ials_weight": cfg.ials_weight,
-                                 "ease_weight": cfg.ease_weight,
+                                 "ease_weight": cfg.ease_weight, "ease_skipped": ease_skipped,
                                  "popularity_weight": cfg.popularity_weight,
                                  "deepwalk_return_ps": list(ps)}  # fmt: skip
     folded = fold_ensemble(members, weights, version, params)

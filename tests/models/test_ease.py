@@ -62,3 +62,19 @@ def test_bad_input_is_refused() -> None:
         train_ease(np.array([0, 3]), np.array([0, 1]), 2, 5, EASEConfig())
     with pytest.raises(ValueError, match="no interactions"):
         train_ease(np.array([], np.int64), np.array([], np.int64), 2, 5, EASEConfig())
+
+
+def test_a_large_catalogue_takes_the_randomised_svd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above FULL_SVD_ITEMS the truncated SVD is randomised (seeded): the same scores as the exact one's
+    leading directions, and the same every call."""
+    import recstack.models.ease as ease
+
+    u, i = _data(3, users=60, items=40, n=500)
+    exact = train_ease(u, i, 60, 40, EASEConfig(l2=5.0, rank=6))
+    monkeypatch.setattr(ease, "FULL_SVD_ITEMS", 10)
+    fast = train_ease(u, i, 60, 40, EASEConfig(l2=5.0, rank=6))
+    again = train_ease(u, i, 60, 40, EASEConfig(l2=5.0, rank=6))
+    np.testing.assert_array_equal(fast.users, again.users)
+    want = exact.users @ exact.items.T
+    assert np.abs(fast.users @ fast.items.T - want).max() < 0.05 * np.abs(want).max()
+    assert abs(fast.history["energy_kept"] - exact.history["energy_kept"]) < 0.02

@@ -131,3 +131,27 @@ def test_ials_and_ease_members_join_with_their_weights() -> None:
     assert EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0, ease_weight=1.0).ease_weight == 1.0
     with pytest.raises(ValueError, match="weights"):
         EnsembleConfig(ials_weight=-1.0)
+
+
+def test_ease_is_left_out_over_its_max_items() -> None:
+    """A catalogue over EASE's max_items trains the other members and says so; EASE alone is refused."""
+    from recstack.models.ease import EASEConfig
+    from recstack.models.ensemble import fit_ensemble
+    from recstack.models.evaluation import Interactions
+    from recstack.models.ials import IALSConfig
+    from recstack.models.recall import RecallData
+
+    rng = np.random.default_rng(1)
+    users, items = rng.integers(0, 30, 400), rng.integers(0, 50, 400)
+    data = RecallData.build(Interactions(users.astype(np.int64), items.astype(np.int64),
+                                         np.arange(400, dtype=np.int64), np.ones(400)))  # fmt: skip
+    small = EASEConfig(max_items=10)
+    said: list[str] = []
+    cfg = EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0, ials_seeds=1, ease_weight=0.5, popularity_weight=0.0,
+                         ials=IALSConfig(dim=4, iterations=2), ease=small)  # fmt: skip
+    folded = fit_ensemble(data, cfg, "v", said.append)
+    assert folded.params["members"] == ["ials:42"] and folded.params["ease_skipped"] is True
+    assert any("EASE left out" in line for line in said)
+    alone = EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0, ials_seeds=0, ease_weight=1.0, ease=small)
+    with pytest.raises(ValueError, match="no ensemble member"):
+        fit_ensemble(data, alone, "v")

@@ -19,9 +19,9 @@ Steps (each reported as progress):
 
 Deterministic for a seed: the models are seeded (DeepWalk on one worker thread, GraphSAGE with torch's
 deterministic algorithms), the user order is a seeded permutation
-and the request time is the data's last rating time, so two runs in one process write the same file
-(tested). Across processes the graph members' training has differed slightly: two runs of the reference
-export scored nDCG@10 0.4963 and 0.4970 (iALS and EASE were bit-identical across processes).
+and the request time is the data's last rating time, so two runs write the same file (tested in one
+process; two processes on an idle machine wrote identical reference exports too). Two earlier runs with
+the same settings did differ (nDCG@10 0.4963 / 0.4970), for a reason not found.
 """
 
 from __future__ import annotations

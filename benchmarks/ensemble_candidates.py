@@ -1,0 +1,180 @@
+"""Would another member or signal lift the export ensemble? Each candidate measured on the inner split only.
+
+The ml-100k reference split's ``train.tsv`` is split again per user (80 / 20, seed 7, as in
+``ensemble_weights.py``). On the inner 80 % the script trains the export's families (3 DeepWalk, 3 GraphSAGE,
+one iALS, one EASE at rank 64, the popularity prior) and forms the default blend
+``DeepWalk + GraphSAGE + iALS + 0.125 · EASE + 0.1 · prior``. Each candidate below is scored on the held-out
+20 % alone and added to (or swapped into) the default blend; nDCG@10 over the inner users
+(``models.evaluation``). Nothing here reads ``test.tsv``.
+
+Candidates (benchmark-only implementations, each a few lines; none is in the package because none helped):
+
+* ``ials_dim128``, ``ials_3_seeds``: the iALS member wider, or averaged over three seeds (swapped in);
+* ``ease_full``: EASE without the rank-64 truncation (swapped in);
+* ``rp3beta_*``: RP3β item–item random walks (Paudel et al., 2016) with α 1 and β 0.5 / 0.7;
+* ``time_cooccur_600s``: item–item co-occurrence within a user weighted by exp(−|Δt| / 600 s), items rated in
+  the same sitting, RP3β-normalised (β 0.5);
+* ``multvae``: Mult-VAE (Liang et al., 2018; 600-200 encoder, KL weight annealed to 0.2, 200 epochs);
+* ``prior_by_activity``: the prior's weight scaled by (n_u / median n)^−γ per user, γ 0.5 / 1;
+* ``availability_mask``: items first rated (in train) after the user's last rating pushed down.
+
+Usage: ``.venv/bin/python benchmarks/ensemble_candidates.py --split ../shared/data/ml-100k-split --profiles
+../shared/data/ml-100k [--json out.json]`` (~3 min on 2 cores).
+"""
+
+from __future__ import annotations
+
+import time
+
+import ensemble_weights as ew  # benchmarks/ensemble_weights.py, beside this script
+import numpy as np
+import reference_split
+import torch
+import torch.nn.functional as F
+from recstack.models.ensemble import EnsembleConfig, fit_ensemble
+from recstack.models.evaluation import evaluate
+from recstack.models.ials import IALSConfig
+from recstack.models.recall import RecallData
+
+WEIGHTS = (0.125, 0.25, 0.5, 1.0)
+
+
+def standardised(score: np.ndarray) -> np.ndarray:
+    """Per user: zero mean, unit standard deviation over the items (as the ensemble folds its members)."""
+    centred = score - score.mean(1, keepdims=True)
+    return centred / np.maximum(centred.std(1, keepdims=True), 1e-12)
+
+
+def member(data: RecallData, **kw: object) -> np.ndarray:
+    """A member of the export ensemble (``EnsembleConfig`` fields in ``kw``) alone, standardised."""
+    fields: dict[str, object] = {"deepwalk_seeds": 0, "graphsage_seeds": 0, "ials_seeds": 0, "ease_weight": 0.0,
+                                 "popularity_weight": 0.0, **kw}  # fmt: skip
+    art = fit_ensemble(data, EnsembleConfig(**fields), "candidate")  # type: ignore[arg-type]
+    return standardised(art.user_vectors.astype(np.float64) @ art.item_vectors.T.astype(np.float64))
+
+
+def ease_full(x: np.ndarray, lam: float = 500.0) -> np.ndarray:
+    gram = x.T @ x + lam * np.eye(x.shape[1])
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    return standardised(x @ b)
+
+
+def rp3beta(x: np.ndarray, co: np.ndarray | None = None, beta: float = 0.5) -> np.ndarray:
+    """Item–item walk probabilities (or a given co-occurrence) divided by the target's popularity^β."""
+    pop = np.maximum(x.sum(0), 1.0)
+    if co is None:
+        co = (x / pop).T @ (x / np.maximum(x.sum(1, keepdims=True), 1.0))
+    else:
+        co = co / pop[:, None] ** (1 - beta)
+    w = co / pop[None, :] ** beta
+    np.fill_diagonal(w, 0.0)
+    return standardised(x @ w)
+
+
+def time_cooccurrence(
+    rows: np.ndarray, cols: np.ndarray, ts: np.ndarray, n_items: int, tau: float
+) -> np.ndarray:
+    """Σ over users of exp(−|t_i − t_j| / τ) for each pair of items the user rated (i ≠ j)."""
+    order = np.lexsort((ts, rows))
+    rows, cols, ts = rows[order], cols[order], ts[order].astype(np.float64)
+    acc = np.zeros(n_items * n_items)
+    bounds = np.flatnonzero(np.diff(np.r_[-1, rows, -2]))
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        c, t = cols[lo:hi], ts[lo:hi]
+        w = np.exp(-np.abs(t[:, None] - t[None, :]) / tau)
+        np.fill_diagonal(w, 0.0)
+        acc += np.bincount(
+            (c[:, None] * n_items + c[None, :]).ravel(), w.ravel(), minlength=n_items * n_items
+        )
+    return acc.reshape(n_items, n_items)
+
+
+def multvae(x: np.ndarray, seed: int, hidden: int = 600, latent: int = 200, epochs: int = 200,
+            beta_max: float = 0.2, dropout: float = 0.5, batch: int = 128) -> np.ndarray:  # fmt: skip
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.tensor(x, dtype=torch.float32)
+    n_items = x.shape[1]
+    enc = torch.nn.Sequential(
+        torch.nn.Linear(n_items, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 2 * latent)
+    )
+    dec = torch.nn.Sequential(
+        torch.nn.Linear(latent, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, n_items)
+    )
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
+    total = epochs * -(-len(xt) // batch)
+    step = 0
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        for lo in range(0, len(xt), batch):
+            xb = xt[perm[lo : lo + batch]]
+            out = enc(F.dropout(F.normalize(xb, dim=1), dropout, True))
+            mu, logvar = out[:, :latent], out[:, latent:]
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            nll = -(F.log_softmax(dec(z), 1) * xb).sum(1).mean()
+            kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).mean()
+            loss = nll + min(beta_max, beta_max * step / (0.5 * total)) * kl
+            step += 1
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return standardised(dec(enc(F.normalize(xt, dim=1))[:, :latent]).double().numpy())
+
+
+def main() -> None:
+    args = reference_split.parser(__doc__.splitlines()[0]).parse_args()
+    t0 = time.perf_counter()
+    split = reference_split.load(args)
+    train, held = split.inner_train, split.inner_held
+    s = ew.family_scores(train, split.users, split.items, args.seed)
+    data = RecallData.build(train, split.users, split.items)
+    rows, cols = np.searchsorted(data.user_ids, train.users), np.searchsorted(data.item_ids, train.items)
+    x = np.zeros((data.num_users, data.num_items))
+    x[rows, cols] = 1.0
+
+    def ndcg(score: np.ndarray) -> float:
+        return round(evaluate(ew.top10(s, score, train), held, train)["ndcg@10"], 4)
+
+    default = ew.blend(s, 1.0, 0.125, 0.1)
+    result: dict[str, object] = {"default_blend": ndcg(default)}
+    swaps = {  # a member of the default blend replaced: (old term, new term)
+        "ials_dim128": (s["ials"], member(data, ials_seeds=1, ials=IALSConfig(dim=128))),
+        "ials_3_seeds": (s["ials"], member(data, ials_seeds=3)),
+        "ease_full": (0.125 * s["ease"], 0.125 * ease_full(x)),  # type: ignore[operator]
+    }
+    for name, (old, new) in swaps.items():
+        result[name] = {"swapped_in": ndcg(default - old + new)}
+        print(name, result[name], flush=True)
+    added = {
+        "rp3beta_0.5": rp3beta(x, beta=0.5),
+        "rp3beta_0.7": rp3beta(x, beta=0.7),
+        "time_cooccur_600s": rp3beta(x, time_cooccurrence(rows, cols, train.ts, data.num_items, 600.0)),
+        "multvae": multvae(x, args.seed),
+    }
+    for name, score in added.items():
+        result[name] = {"alone": ndcg(score), "added": {str(w): ndcg(default + w * score) for w in WEIGHTS}}
+        print(name, result[name], flush=True)
+    n_u = x.sum(1, keepdims=True)
+    prior = s["prior"]
+    result["prior_by_activity"] = {
+        f"gamma_{g}": {str(b): ndcg(default - 0.1 * prior + b * (n_u / np.median(n_u)) ** -g * prior)  # type: ignore[operator]
+                       for b in (0.05, 0.1, 0.2)}
+        for g in (0.5, 1.0)
+    }  # fmt: skip
+    first = np.full(data.num_items, np.iinfo(np.int64).max)
+    np.minimum.at(first, cols, train.ts.astype(np.int64))
+    last = np.zeros(data.num_users, np.int64)
+    np.maximum.at(last, rows, train.ts.astype(np.int64))
+    result["availability_mask"] = {
+        f"margin_{m}s": ndcg(default - 1e3 * (first[None, :] > last[:, None] + m))
+        for m in (0, 86400, 30 * 86400)
+    }
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    reference_split.report(args, result)
+
+
+if __name__ == "__main__":
+    main()

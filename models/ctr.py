@@ -297,6 +297,17 @@ class MoEConfig:
 
 
 class MoERanker(nn.Module):
+    # declared for the type checker (nn.Module's attribute lookup types every attribute as Tensor | Module)
+    cfg: MoEConfig
+    shared: nn.ModuleList
+    routed: nn.ModuleList
+    gates: nn.ModuleDict
+    towers: nn.ModuleDict
+    wide: _Wide | None
+    route_bias: torch.Tensor
+    load: torch.Tensor
+    weight_share: torch.Tensor
+
     def __init__(self, enc: CtrEncoder, cfg: MoEConfig = MoEConfig()) -> None:
         super().__init__()
         self.cfg = cfg
@@ -378,13 +389,15 @@ class FusedMoE(nn.Module):
         linears = [[m for m in e if isinstance(m, nn.Linear)] for e in experts]
         self.h0 = linears[0][0].out_features
         with torch.no_grad():
-            gates = [moe.gates[t] for t in cfg.tasks]
-            self.w_first = torch.cat([ls[0].weight for ls in linears] + [g.weight for g in gates]).t().contiguous()
-            self.b_first = torch.cat([ls[0].bias for ls in linears] + [g.bias for g in gates])
+            gates: list[nn.Linear] = [moe.gates[t] for t in cfg.tasks]  # type: ignore[misc]
+            first_w: list[torch.Tensor] = [*(ls[0].weight for ls in linears), *(g.weight for g in gates)]
+            first_b: list[torch.Tensor] = [*(ls[0].bias for ls in linears), *(g.bias for g in gates)]
+            self.w_first = torch.cat(first_w).t().contiguous()
+            self.b_first = torch.cat(first_b)
             self.deeper = [(torch.stack([ls[i].weight.t() for ls in linears]).contiguous(),  # (E, h_{i-1}, h_i)
                             torch.stack([ls[i].bias for ls in linears]).unsqueeze(1))  # (E, 1, h_i)
                            for i in range(1, len(linears[0]))]  # fmt: skip
-            towers = [[m for m in moe.towers[t] if isinstance(m, nn.Linear)] for t in cfg.tasks]
+            towers = [[m for m in moe.towers[t] if isinstance(m, nn.Linear)] for t in cfg.tasks]  # type: ignore[attr-defined]
             self.tw = [(torch.stack([tw[i].weight.t() for tw in towers]).contiguous(),
                         torch.stack([tw[i].bias for tw in towers]).unsqueeze(1)) for i in range(len(towers[0]))]  # fmt: skip
             self.route_bias = moe.route_bias.clone()
@@ -472,7 +485,7 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     """The architecture of a ranker, as saved next to its weights (``build_ranker`` rebuilds it)."""
     from dataclasses import asdict
 
-    return asdict(model.cfg)  # type: ignore[arg-type]
+    return asdict(model.cfg)  # type: ignore[call-overload]
 
 
 # Rankers saved before the architecture was stored with them were built with these.
@@ -500,7 +513,7 @@ def ranker_from_saved(saved: dict[str, Any]) -> nn.Module:
     if config is None:
         from dataclasses import asdict
 
-        config = asdict(_LEGACY[kind])
+        config = asdict(_LEGACY[kind])  # type: ignore[call-overload]
     net = build_ranker(kind, saved["encoder"], config)
     net.load_state_dict(saved["state"])
     return net
@@ -573,7 +586,7 @@ class RowAdam(torch.optim.Optimizer):
     updates the moments and weights of the rows its batch looked up only. Duplicate rows are summed with one
     ``unique`` + ``index_add_`` instead of building and masking coalesced sparse tensors."""
 
-    def __init__(self, params: list[torch.nn.Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    def __init__(self, params: list[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:  # fmt: skip
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
 
@@ -664,12 +677,12 @@ def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], 
                 loss = loss + cfg.embedding_l2 * _embedding_penalty(inner, b)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[union-attr]
+            loss.backward()
             for opt in opts:
                 opt.step()
             if isinstance(inner, MoERanker):
                 inner.update_route_bias()
-            total += float(loss.detach()) * len(idx) * world  # type: ignore[union-attr]
+            total += float(loss.detach()) * len(idx) * world
         seconds += time.perf_counter() - start
         seen += n
         preds = predict(inner, val)
@@ -706,7 +719,8 @@ def _ddp_worker(rank: int, world: int, port: int, build: Any, data: tuple[Any, .
         torch.manual_seed(cfg.seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
         model = build()
         ddp = DistributedDataParallel(model)
-        result = train_ctr(ddp, *data, cfg)
+        train, labels, val, val_labels = data
+        result = train_ctr(ddp, train, labels, val, val_labels, cfg)
         if rank == 0:
             torch.save({"state": model.state_dict(), "best_epoch": result.best_epoch,
                         "history": result.history, "seconds": result.train_seconds}, out)  # fmt: skip

@@ -258,13 +258,14 @@ class CtrRanker:
         self.rt_mean = self.dense_mean[rt_dense].astype(np.float32)
         self.rt_std = self.dense_std[rt_dense].astype(np.float32)
         wide = self.net.wide
-        self.wide_table = wide.table.weight.detach().numpy()[:, 0] if wide is not None else None
+        # the wide part's weights (empty without one: then there is no cross plan and nothing reads them)
+        self.wide_table: np.ndarray = wide.table.weight.detach().numpy()[:, 0] if wide is not None else np.zeros(0)
         self.wide_bias = float(wide.bias.detach()) if wide is not None else 0.0
         self.h = w.shape[1]
         self.w_first_t = w.t().contiguous()
         n_items = len(snapshot.item_codes)  # + one row for items the snapshot does not know
         self.item_first = torch.empty((n_items + 1, self.h), dtype=torch.float32)
-        self.cross = _CrossPlan(enc, self.item_field, cross_small) if self.wide_table is not None else None
+        self.cross = _CrossPlan(enc, self.item_field, cross_small) if wide is not None else None
         if self.cross is not None:
             c = self.cross
             self.item_wide = np.zeros((n_items + 1, c.width), np.float32)  # [wide sum | by_request | by_item]

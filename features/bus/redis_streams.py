@@ -77,7 +77,10 @@ class RedisStreamsConsumer:
 
     def poll(self, max_messages: int = 500, timeout_s: float = 1.0) -> list[BusMessage]:
         if not self._own_pending_done:
-            reply = self._redis.xreadgroup(self._group, self._name, {self._stream: "0"}, count=max_messages)
+            # RESP2 (this client's protocol) replies [[stream, entries]]; redis-py types the RESP3 dict too
+            reply: Any = self._redis.xreadgroup(
+                self._group, self._name, {self._stream: "0"}, count=max_messages
+            )
             entries = reply[0][1] if reply else []
             if len(entries) < max_messages:
                 self._own_pending_done = True

@@ -489,7 +489,10 @@ def model_config(model: nn.Module) -> dict[str, Any]:
 
 
 # Rankers saved before the architecture was stored with them were built with these.
-_LEGACY = {"widedeep": WideDeepConfig(), "moe": MoEConfig(expert_hidden=(256, 128))}
+_LEGACY: dict[str, WideDeepConfig | MoEConfig] = {
+    "widedeep": WideDeepConfig(),
+    "moe": MoEConfig(expert_hidden=(256, 128)),
+}
 
 
 def build_ranker(kind: str, enc: CtrEncoder, config: dict[str, Any] | None = None) -> nn.Module:
@@ -513,7 +516,7 @@ def ranker_from_saved(saved: dict[str, Any]) -> nn.Module:
     if config is None:
         from dataclasses import asdict
 
-        config = asdict(_LEGACY[kind])  # type: ignore[call-overload]
+        config = asdict(_LEGACY[kind])
     net = build_ranker(kind, saved["encoder"], config)
     net.load_state_dict(saved["state"])
     return net

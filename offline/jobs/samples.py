@@ -262,10 +262,14 @@ def _item_stage(acts: pa.Table, start: dt.date, end: dt.date) -> pa.Table:
     out = out.set_column(
         out.schema.get_field_index(KIND), KIND, pa.array(np.full(len(q), RESULT, dtype=np.int8))
     )
+    counts = {}
+    for counted in {w.counted for w in ITEM_WINDOWS}:  # one search per counted kind, all its windows at once
+        windows = [w for w in ITEM_WINDOWS if w.counted == counted]
+        sel = kind == (1 if counted == Counted.CLICK else 0)
+        got = window_counts(item[q], ts[q], item[sel], ts[sel], [w.window_s * 1000 for w in windows])
+        counts.update({w.name: got[:, j] for j, w in enumerate(windows)})
     for w in ITEM_WINDOWS:
-        sel = kind == (1 if w.counted == Counted.CLICK else 0)
-        counts = window_counts(item[q], ts[q], item[sel], ts[sel], [w.window_s * 1000])[:, 0]
-        out = out.append_column(w.name, pa.array(counts.astype(np.int32)))
+        out = out.append_column(w.name, pa.array(counts[w.name].astype(np.int32)))
     return out
 
 

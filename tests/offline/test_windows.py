@@ -71,3 +71,41 @@ def test_dense_codes_and_first_per_group() -> None:
     for k in first:
         same = codes == codes[k]
         assert ts[k] == ts[same].min()
+
+
+def test_ids_outside_the_direct_range_are_coded_and_give_the_same_answers() -> None:
+    """Ids that cannot be their own group code (negative, >= 2**21, or only some of them) get dense codes:
+    every kernel answers as it does for the same groups under small ids."""
+    qg, qt, cg, ct = _data()
+    values = RNG.integers(100, 110, len(cg))
+    for big in (lambda g: g * 10**12 + 7, lambda g: -g - 1, lambda g: np.where(g % 2 == 0, g, g + 2**40)):
+        bq, bc = big(qg), big(cg)
+        np.testing.assert_array_equal(
+            window_counts(bq, qt, bc, ct, [500, 7000]), window_counts(qg, qt, cg, ct, [500, 7000])
+        )
+        for a, b in zip(
+            recent_values(bq, qt, bc, ct, values, 6000, 4),
+            recent_values(qg, qt, cg, ct, values, 6000, 4),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(
+            first_match_within(bq, qt, bc, ct, 1500), first_match_within(qg, qt, cg, ct, 1500)
+        )
+        np.testing.assert_array_equal(group_max(bq, bc, values), group_max(qg, cg, values))
+
+
+def test_dense_codes_of_wide_columns_recode_before_overflowing() -> None:
+    """Three columns of up to 2**24 values would overflow a plain mixed-radix code (2**72); strings and
+    negative numbers are coded too."""
+    n = 2000
+    a, b, c = (RNG.integers(0, 4, n) * (2**24 - 1) // 3 for _ in range(3))
+    s = np.array(["x", "y", "z"], dtype=object)[RNG.integers(0, 3, n)]
+    neg = -RNG.integers(0, 3, n)
+    codes = dense_codes(a, b, c, s, neg)
+    rows = list(zip(a.tolist(), b.tolist(), c.tolist(), s.tolist(), neg.tolist(), strict=True))
+    assert codes.min() == 0 and codes.max() + 1 == len(set(rows))
+    first: dict[tuple, int] = {}
+    for row, code in zip(rows, codes.tolist(), strict=True):
+        assert first.setdefault(row, code) == code
+    assert len(set(first.values())) == len(first)

@@ -47,10 +47,13 @@ def build_sessions(spark: SparkSession, lake_root: Path | str, start: dt.date, e
         F.sum((F.col(Col.EVENT_TYPE) == EventType.CLICK.value).cast("int")).alias("n_clicks"),
         F.sum((F.col(Col.EVENT_TYPE) == EventType.RATING.value).cast("int")).alias("n_ratings"),
         F.sort_array(F.collect_list(F.struct("ms", Col.ITEM_ID))).alias("seq"),
-        F.countDistinct(Col.ITEM_ID).alias("n_distinct_items"),
     )
     seq = F.transform("seq", lambda x: x[Col.ITEM_ID])
     s = s.withColumn(ITEMS, F.filter(seq, lambda x, i: (i == 0) | (x != F.get(seq, i - 1))))
+    # from the collected sequence, not countDistinct: a distinct aggregate beside the others makes Spark expand
+    # every row once per distinct group and aggregate twice
+    distinct = F.size(F.array_distinct(F.filter(ITEMS, lambda x: x.isNotNull())))
+    s = s.withColumn("n_distinct_items", distinct.cast("long"))
     s = s.withColumn(Col.EVENT_DATE, F.to_date("start_ts")).where(
         F.col(Col.EVENT_DATE).between(F.lit(start), F.lit(end))
     )

@@ -24,8 +24,9 @@ _SMALL = 1 << 24  # integer columns below this are their own codes in dense_code
 
 
 def _factorize(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Dense codes ``0..g-1`` of ``values`` (in order of first appearance, by hashing) and ``g``."""
-    codes, uniques = pd.factorize(values, sort=False)
+    """Dense codes ``0..g-1`` of ``values`` (in order of first appearance, by hashing) and ``g``; a missing
+    value (NaN, None) is a value of its own, never the -1 that would alias another code in ``dense_codes``."""
+    codes, uniques = pd.factorize(values, sort=False, use_na_sentinel=False)
     return codes.astype(np.int64, copy=False), len(uniques)
 
 
@@ -111,7 +112,7 @@ def recent_values(
     order = np.lexsort((c_value, ck))
     ck, vals = ck[order], c_value[order]
     hi, lo = _search(ck, qk, [0, window_ms])
-    taken = np.minimum(hi - lo, k)  # row i takes vals[hi - 1], vals[hi - 2], ... (newest first)
+    taken = np.clip(hi - lo, 0, max(k, 0))  # row i takes vals[hi - 1], vals[hi - 2], ... (newest first)
     offsets = np.zeros(len(qk) + 1, dtype=np.int64)
     np.cumsum(taken, out=offsets[1:])
     step = np.arange(offsets[-1]) - np.repeat(offsets[:-1], taken)

@@ -109,3 +109,11 @@ def test_dense_codes_of_wide_columns_recode_before_overflowing() -> None:
     for row, code in zip(rows, codes.tolist(), strict=True):
         assert first.setdefault(row, code) == code
     assert len(set(first.values())) == len(first)
+
+
+def test_dense_codes_keep_missing_values_apart() -> None:
+    """NaN / None are values of their own: (1, NaN) is neither (0, 1.0) nor (1, 0.0)."""
+    codes = dense_codes(np.array([1, 1, 0, 1]), np.array([0.0, np.nan, 1.0, np.nan]))
+    assert codes.tolist() == [0, 1, 2, 1]
+    obj = dense_codes(np.array([0, 0, 1]), np.array([None, "a", None], dtype=object))
+    assert len(set(obj.tolist())) == 3

@@ -124,25 +124,37 @@ def user_profiles(spark: SparkSession, lake_root: Path) -> DataFrame:
 
 
 def user_user_edges(profiles: DataFrame, degree: int, seed: int = 42) -> DataFrame:
-    """Lookalike edges from shared attributes; unknown attribute values never link users."""
+    """Lookalike edges from shared attributes; unknown attribute values never link users.
+
+    Each block (users equal on one of ``USER_BLOCKS``) is shuffled by a seeded hash; the user at position p
+    links to the users at p + 1 .. p + reach (mod the block's size). All blocks are ranked in one window
+    pass, the next users read with ``lead``, and the wrap-around ones (past the block's end) from the
+    block's first ``reach`` users, a small broadcast table: one shuffle for the candidates of all blocks."""
     reach = max(1, math.ceil(degree / 2))
-    candidates = []
+    keyed = None
     for b, block in enumerate(USER_BLOCKS):
         known = profiles.where(F.greatest(*[(F.col(a) == UNKNOWN).cast("int") for a in block]) == 0)
-        key = F.concat_ws("\x1f", *[F.col(a) for a in block])
-        order = F.xxhash64(F.col(Col.USER_ID), F.lit(seed + b))
-        ranked = known.select(Col.USER_ID, key.alias("block")).withColumn(
-            "pos", F.row_number().over(Window.partitionBy("block").orderBy(order)) - 1
-        ).withColumn("size", F.count(F.lit(1)).over(Window.partitionBy("block")))
-        links = ranked.where(F.col("size") > 1).select(
-            "block", F.col(Col.USER_ID).alias("src"), "pos", "size",
-            F.explode(F.sequence(F.lit(1), F.least(F.lit(reach), F.col("size") - 1))).alias("k"),
-        ).withColumn("tpos", (F.col("pos") + F.col("k")) % F.col("size"))  # fmt: skip
-        targets = ranked.select("block", F.col("pos").alias("tpos"), F.col(Col.USER_ID).alias("dst"))
-        candidates.append(links.join(targets, ["block", "tpos"]).select("src", "dst"))
-    pairs = candidates[0]
-    for c in candidates[1:]:
-        pairs = pairs.unionByName(c)
+        frame = known.select(
+            Col.USER_ID,
+            F.concat_ws("\x1f", F.lit(str(b)), *[F.col(a) for a in block]).alias("block"),
+            F.xxhash64(F.col(Col.USER_ID), F.lit(seed + b)).alias("order"),
+        )
+        keyed = frame if keyed is None else keyed.unionByName(frame)
+    assert keyed is not None
+    w = Window.partitionBy("block").orderBy("order")
+    ranked = keyed.select(
+        Col.USER_ID, "block", (F.row_number().over(w) - 1).alias("pos"),
+        F.count(F.lit(1)).over(Window.partitionBy("block")).alias("size"),
+        F.array(*[F.lead(Col.USER_ID, k).over(w) for k in range(1, reach + 1)]).alias("next"),
+    ).where(F.col("size") > 1)  # fmt: skip
+    heads = ranked.where(F.col("pos") < reach).select("block", F.col("pos").alias("hpos"), F.col(Col.USER_ID).alias("head"))
+    links = ranked.select(
+        "block", F.col(Col.USER_ID).alias("src"), "pos", "size", "next",
+        F.explode(F.sequence(F.lit(1), F.least(F.lit(reach), F.col("size") - 1))).alias("k"),
+    ).withColumn("dst", F.element_at("next", F.col("k").cast("int")))  # fmt: skip
+    links = links.withColumn("hpos", F.when(F.col("dst").isNull(), F.col("pos") + F.col("k") - F.col("size")))
+    links = links.join(F.broadcast(heads), ["block", "hpos"], "left")
+    pairs = links.select("src", F.coalesce(F.col("dst"), F.col("head")).alias("dst"))
     pairs = pairs.unionByName(pairs.select(F.col("dst").alias("src"), F.col("src").alias("dst")))
     pairs = pairs.where(F.col("src") != F.col("dst")).distinct()
     src_attrs = profiles.select(F.col(Col.USER_ID).alias("src"), *[F.col(c).alias(f"s_{c}") for c in USER_ATTRS])

@@ -60,7 +60,8 @@ def count_rows(lake_root: Path | str, table: str, start: dt.date, end: dt.date) 
 def partitions_for(spark: SparkSession, lake_root: Path | str, start: dt.date, end: dt.date) -> int:
     """Shuffle partitions for a job over [start, end] of events: ~1M events each (a Python kernel holds one
     partition in memory), at least the session's default parallelism, at most spark.sql.shuffle.partitions
-    times 8."""
+    times 8, rounded up to a multiple of the default parallelism (11 tasks on 2 cores run 6 rounds, the last
+    on one core; 12 smaller ones run 6 full rounds)."""
     base = Path(lake_root) / LakeTable.EVENTS
     size = 0
     day = start
@@ -72,4 +73,5 @@ def partitions_for(spark: SparkSession, lake_root: Path | str, start: dt.date, e
     by_size = size // (16 << 20) + 1  # ~16 MB of Parquet events is about 1M events
     default = int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
     cores = spark.sparkContext.defaultParallelism
-    return int(min(max(by_size, cores), default * 8))
+    n = min(max(by_size, cores), default * 8)
+    return int(-(-n // cores) * cores)

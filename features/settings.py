@@ -222,7 +222,7 @@ class JobSettings(BaseModel):
     user_user_degree: int = Field(20, ge=1, description="degree cap of the user-user attribute graph")
     vocab_max: int = Field(10_000, ge=1, description="largest vocabulary kept in the feature statistics")
     broadcast_rows_max: int = Field(
-        5_000_000, ge=0, description="per-day user / item feature tables up to this size are broadcast to the samples"
+        5_000_000, ge=0, description="user / item point-in-time feature tables up to this many rows are broadcast to the samples"
     )
 
 

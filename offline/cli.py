@@ -444,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
          "Join impressions with clicks and ratings into labelled samples with context and real-time window "
          "features as of each impression (samples/event_date=D)."),
         ("features", "Spark: user / item features, training table, normalisation statistics",
-         "Daily partials, the training table (samples + point-in-time user and item features + hashed "
-         "crosses), feature statistics and the latest user / item snapshots."),
+         "Daily partials, the user / item features as of each day (user_asof, item_asof: joined to the "
+         "samples they make the training table), its feature statistics and the latest user / item snapshots."),
         ("sessions", "Spark: gap-based sessions", "Sessionize behaviour into item sequences (sessions/event_date=D)."),
         ("graphs", "Spark: user-item, item-item and user-user graphs",
          "Weighted edge lists with id maps under graphs/as_of=END (needs sessions)."),

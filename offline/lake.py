@@ -7,6 +7,7 @@ Layout under the lake root::
     items/items.parquet                      ITEM_SCHEMA
     quarantine/source=<name>/*.parquet       QUARANTINE_SCHEMA
     samples/event_date=YYYY-MM-DD/...        written by the Spark sample job
+    user_asof/, item_asof/ (event_date=...)  written by the Spark features job (offline/jobs/training_table.py)
 
 Writes are idempotent per partition: an ingestion run stages its output and then replaces exactly the
 partitions it produced, so re-running a source replaces its days instead of appending duplicates.

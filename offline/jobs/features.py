@@ -2,13 +2,17 @@
 
 Daily partials ``user_daily/``, ``item_daily/`` (partitioned by ``event_date``) hold each entity's counts of
 that day. The features of a sample dated D are the totals over partials of dates ``< D``, i.e. the state at
-00:00 of D; ``point_in_time_features`` builds them and the samples job joins them in (``samples/`` is the
-training table). Missing partials of earlier dates are back-filled, so a first run and a daily run agree.
+00:00 of D; ``point_in_time_features`` builds them. Missing partials of earlier dates are back-filled, so a
+first run and a daily run agree.
 
-The features job (``run_features_job``) then writes, for ``[start, end]``:
+The features job (``run_features_job``) writes, for ``[start, end]``:
 
-* ``feature_stats/event_date=<end>/stats.json``: mean / std / min / max of every dense feature of the samples
-  (after log1p where declared), the categorical vocabularies (most frequent first) and the feature-set version;
+* ``user_daily/``, ``item_daily/``: the partials of the range (and any missing earlier date);
+* ``user_asof/``, ``item_asof/``: each active (entity, day)'s features as of 00:00 of that day; with the
+  samples they make the training table (``offline/jobs/training_table.py``; ``training_table`` here);
+* ``feature_stats/event_date=<end>/stats.json``: mean / std / min / max of every dense feature of the
+  training table (after log1p where declared), the categorical vocabularies (most frequent first) and the
+  feature-set version;
 * ``user_features/``, ``item_features/``: profile + statistics after the last event of ``end``, for serving,
   lookalike and graph node features.
 """
@@ -31,7 +35,7 @@ from recstack.features.definitions import (
 from recstack.features.keys import Col, LakeTable
 from recstack.features.schema import ITEM_SCHEMA, USER_SCHEMA, EventType
 from recstack.features.spark_exprs import age_bucket_col, zip_prefix_col
-from recstack.offline.jobs.common import read_events, read_partitioned, write_partitioned
+from recstack.offline.jobs.common import count_rows, read_events, read_partitioned, write_partitioned
 from recstack.offline.lake import EventLake
 
 COUNTS = ["impressions", "clicks", "ratings", "rating_sum"]
@@ -178,27 +182,39 @@ def point_in_time_features(
     return user_cols, item_cols
 
 
-def join_features(
-    samples: DataFrame, spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, broadcast_rows_max: int
+def write_point_in_time_features(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date) -> None:
+    """Write ``user_asof`` and ``item_asof`` for the dates in [start, end] (their daily partials must exist)."""
+    for frame, table in zip(point_in_time_features(spark, lake_root, start, end),
+                            (LakeTable.USER_ASOF, LakeTable.ITEM_ASOF), strict=True):  # fmt: skip
+        write_partitioned(frame, lake_root, table)
+
+
+def training_table(
+    spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, broadcast_rows_max: int
 ) -> DataFrame:
-    """``samples`` with their point-in-time user and item features (the crosses are hashed by the ranker's
-    encoder from these columns, not stored).
+    """The samples of [start, end] with their user and item features as of 00:00 of their day (left joins on
+    id and ``event_date``; ``offline/jobs/training_table.py`` is the same join for Arrow readers).
 
-    The per-day feature tables are broadcast (no shuffle of the samples) while they have at most
-    ``broadcast_rows_max`` rows; above that Spark joins them by shuffling.
+    A feature table of at most ``broadcast_rows_max`` rows in the range is broadcast (no shuffle of the
+    samples); a larger one is joined by shuffling.
     """
-    for frame, keys in zip(point_in_time_features(spark, lake_root, start, end),
-                           ([Col.USER_ID, Col.EVENT_DATE], [Col.ITEM_ID, Col.EVENT_DATE]), strict=True):  # fmt: skip
-        frame = frame.cache()
-        small = frame.count() <= broadcast_rows_max
-        samples = samples.join(F.broadcast(frame) if small else frame, keys, "left")
-    return samples
+    from recstack.offline.jobs.training_table import FEATURE_PARTS
+
+    table = read_partitioned(spark, lake_root, LakeTable.SAMPLES, start, end)
+    for name, keys in FEATURE_PARTS:
+        features = read_partitioned(spark, lake_root, name, start, end)
+        small = count_rows(lake_root, name, start, end) <= broadcast_rows_max
+        table = table.join(F.broadcast(features) if small else features, keys, "left")
+    return table
 
 
-def feature_stats(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, vocab_max: int) -> dict[str, object]:
-    """Normalisation statistics of the dense features of the samples in [start, end] and vocabularies."""
+def feature_stats(
+    spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, vocab_max: int, broadcast_rows_max: int
+) -> dict[str, object]:
+    """Normalisation statistics of the dense features of the training table of [start, end] and vocabularies."""
     root = Path(lake_root)
     samples = read_partitioned(spark, root, LakeTable.SAMPLES, start, end)
+    table = training_table(spark, root, start, end, broadcast_rows_max)
     # plain sums (codegen'd, one pass) rather than Spark's Welford stddev: var = E[x^2] - E[x]^2
     aggs = [F.count(F.lit(1)).alias("rows")]
     for name in DENSE_FEATURES:
@@ -206,7 +222,7 @@ def feature_stats(spark: SparkSession, lake_root: Path, start: dt.date, end: dt.
         x = F.log1p(x) if FEATURES_BY_NAME[name].log1p else x
         aggs += [F.sum(x).alias(f"{name}.sum"), F.sum(x * x).alias(f"{name}.sumsq"), F.count(x).alias(f"{name}.n"),
                  F.min(x).alias(f"{name}.min"), F.max(x).alias(f"{name}.max")]  # fmt: skip
-    row = samples.agg(*aggs).first()
+    row = table.agg(*aggs).first()
     assert row is not None
     values = row.asDict()
     dense: dict[str, dict[str, object]] = {}
@@ -264,13 +280,22 @@ def write_snapshots(spark: SparkSession, lake_root: Path, end: dt.date) -> None:
 
 
 def run_features_job(
-    spark: SparkSession, lake_root: Path | str, start: dt.date, end: dt.date, vocab_max: int = 10_000
+    spark: SparkSession,
+    lake_root: Path | str,
+    start: dt.date,
+    end: dt.date,
+    vocab_max: int = 10_000,
+    broadcast_rows_max: int = 5_000_000,
 ) -> dict[str, object]:
-    """Feature statistics of the samples in [start, end] and the user / item snapshots after ``end``."""
+    """The daily partials and point-in-time features of [start, end], the statistics of its training table and
+    the user / item snapshots after ``end``."""
     root = Path(lake_root)
     if not (root / LakeTable.SAMPLES).exists():
         raise FileNotFoundError(f"no samples at {root / LakeTable.SAMPLES}: run `recstack samples` first")
-    stats = feature_stats(spark, root, start, end, vocab_max) | {"start": start.isoformat(), "end": end.isoformat()}
+    write_daily_partials(spark, root, start, end)
+    write_point_in_time_features(spark, root, start, end)
+    stats = feature_stats(spark, root, start, end, vocab_max, broadcast_rows_max)
+    stats |= {"start": start.isoformat(), "end": end.isoformat()}
     stats_dir = root / LakeTable.FEATURE_STATS / f"{Col.EVENT_DATE}={end.isoformat()}"
     stats_dir.mkdir(parents=True, exist_ok=True)
     (stats_dir / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))

@@ -38,10 +38,10 @@ def stage_runners(
 ) -> dict[str, Callable[[], object]]:
     """One callable per stage, each running that job for [start, end] with the ``jobs`` settings."""
     return {
-        "samples": lambda: run_samples_job(
-            spark, lake_root, start, end, jobs.attribution_window_s, jobs.broadcast_rows_max
+        "samples": lambda: run_samples_job(spark, lake_root, start, end, jobs.attribution_window_s),
+        "features": lambda: run_features_job(
+            spark, lake_root, start, end, jobs.vocab_max, jobs.broadcast_rows_max
         ),
-        "features": lambda: run_features_job(spark, lake_root, start, end, jobs.vocab_max),
         "sessions": lambda: run_sessions_job(spark, lake_root, start, end, jobs.session_gap_s),
         "graphs": lambda: run_graphs_job(
             spark, lake_root, start, end, jobs.graph_half_life_days, jobs.cooccurrence_window,

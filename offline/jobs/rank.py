@@ -1,6 +1,6 @@
 """Training job for the rankers on the lake's labelled samples, and their promotion through the gate.
 
-``train_ranker`` reads ``samples/`` (point-in-time features), holds out the most recent ``eval_days`` days as
+``train_ranker`` reads the training table (samples with point-in-time features), holds out the most recent ``eval_days`` days as
 the evaluation window, trains Wide&Deep or the MoE ranker on the days before it (early stopping on the last
 5 % of those rows by time), evaluates on the window, logs the run to MLflow (params, metrics, the artifact,
 lineage) and registers a version of ``recstack-ranker-<model>``. ``promote_ranker`` runs the gate of
@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.dataset as ds
 import torch
 from recstack.features.definitions import CROSSES as DECLARED_CROSSES
@@ -54,15 +53,15 @@ def registered_name(model: str) -> str:
 
 
 def read_samples(lake_root: Path, since: dt.date | None = None) -> pd.DataFrame:
-    path = Path(lake_root) / LakeTable.SAMPLES
-    if not path.exists():
-        raise ArtifactError(f"no samples at {path}: run `recstack samples` first")
-    dataset = ds.dataset(path, format="parquet",
-                         partitioning=ds.partitioning(pa.schema([(Col.EVENT_DATE, pa.string())]), flavor="hive"))  # fmt: skip
+    """The training table's ranker columns (``offline/jobs/training_table.py``), dense features prepared."""
+    from recstack.offline.jobs.training_table import read_training_table
+
     columns = [*FIELDS, Col.GENRES, *DENSE_FEATURES, Col.CLICK, Col.LIKE, Col.TS, Col.EVENT_DATE]
-    flt = (ds.field(Col.EVENT_DATE) >= since.isoformat()) if since else None
-    frame = dataset.to_table(columns=columns, filter=flt).to_pandas()
-    frame[Col.GENRES] = frame[Col.GENRES].map(lambda g: list(g) if g is not None else [])
+    try:
+        frame = read_training_table(lake_root, columns, since)
+    except FileNotFoundError as exc:
+        raise ArtifactError(str(exc)) from exc
+    frame[Col.GENRES] = frame[Col.GENRES].map(lambda g: list(g) if isinstance(g, list | np.ndarray) else [])
     frame[Col.LIKE] = frame[Col.LIKE].fillna(0).astype(np.float32)
     frame[Col.CLICK] = frame[Col.CLICK].astype(np.float32)
     for name in DENSE_FEATURES:

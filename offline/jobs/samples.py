@@ -1,6 +1,6 @@
-"""Spark job: the training samples — labels, context, real-time and daily point-in-time features.
+"""Spark job: the training samples — labels, context and real-time point-in-time features.
 
-Output ``samples/event_date=D`` (the training table of the ranking models), one row per impression of ``[start, end]`` (an impression logged twice is one
+Output ``samples/event_date=D`` (with ``user_asof`` / ``item_asof``, the training table of the ranking models), one row per impression of ``[start, end]`` (an impression logged twice is one
 sample, the earliest), with:
 
 * ``click``: 1 when the same user clicked the same item of the same request within ``attribution_window_s``
@@ -9,9 +9,11 @@ sample, the earliest), with:
 * ``like``: the label of the user's rating / like of that request's item (rating >= 4), null when none;
 * context: ``page``, ``slot``, ``device``, ``city``, ``variant``, ``hour``, ``weekday``;
 * the real-time window features of ``features.definitions`` as of the impression's timestamp: counts of
-  events with ``t - w <= ts < t`` and the user's recent clicked items; nothing at or after ``t`` is seen;
-* the user and item features as of 00:00 of the sample's day and the hashed crosses
-  (``offline/jobs/features.py``: ``join_features``).
+  events with ``t - w <= ts < t`` and the user's recent clicked items; nothing at or after ``t`` is seen.
+
+The user and item features as of 00:00 of the sample's day are not copied onto every sample: the features
+job writes them once per (entity, day) and readers join them on (id, ``event_date``)
+(``offline/jobs/training_table.py``: the training table).
 
 Plan: read events of ``[start - 1 day, end + late]``; shuffle a narrow projection of the impressions and clicks
 (event hash, user, item, time) by item and compute the item windows of every impression of the range; shuffle
@@ -279,15 +281,9 @@ def run_samples_job(
     start: dt.date,
     end: dt.date,
     attribution_window_s: int = 1800,
-    broadcast_rows_max: int = 5_000_000,
 ) -> int:
-    """Write the training samples of [start, end]: labels, context, real-time features and the user and item
-    features as of each sample's day (daily partials are written first). Returns the number of samples."""
-    from recstack.offline.jobs.features import join_features, write_daily_partials
-
+    """Write the training samples of [start, end]: labels, context and real-time features. Returns the number
+    of samples."""
     root = Path(lake_root)
-    write_daily_partials(spark, root, start, end)
-    samples = build_samples(spark, root, start, end, attribution_window_s)
-    samples = join_features(samples, spark, root, start, end, broadcast_rows_max)
-    write_partitioned(samples, root, LakeTable.SAMPLES)
+    write_partitioned(build_samples(spark, root, start, end, attribution_window_s), root, LakeTable.SAMPLES)
     return count_rows(root, LakeTable.SAMPLES, start, end)

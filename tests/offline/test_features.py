@@ -24,8 +24,9 @@ from recstack.features.definitions import (
 from recstack.features.keys import Col
 from recstack.features.schema import EVENT_SCHEMA
 from recstack.features.spark_exprs import age_bucket_col, zip_prefix_col
-from recstack.offline.jobs.features import run_features_job
+from recstack.offline.jobs.features import run_features_job, training_table
 from recstack.offline.jobs.samples import run_samples_job
+from recstack.offline.jobs.training_table import read_training_table
 from recstack.offline.lake import EventLake
 
 D1, D2, D3 = dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 3)
@@ -70,8 +71,7 @@ def _make_lake(root: Path) -> EventLake:
 
 
 def _training(root: Path) -> pd.DataFrame:
-    t = pd.read_parquet(root / "samples")
-    t[Col.EVENT_DATE] = t[Col.EVENT_DATE].astype(str)
+    t = read_training_table(root)
     return t.sort_values([Col.EVENT_DATE, Col.TS, Col.ITEM_ID]).reset_index(drop=True)
 
 
@@ -134,6 +134,23 @@ def test_daily_features_are_as_of_the_start_of_the_day_and_runs_are_incremental(
     assert stats["vocab"]["gender"][0] == "F" and "unknown" in stats["vocab"]["gender"]
     assert len(stats["feature_set_version"]) == 16
 
+    # the samples are stored keyed: the day's features live once per (entity, day) and are joined on read;
+    # Spark's join (the statistics) and the Arrow readers' join (the rankers) give the same table
+    assert "user_impressions" not in pd.read_parquet(lake.root / "samples").columns
+    spark_table = training_table(spark, lake.root, D1, D3, broadcast_rows_max=0).toPandas()  # the shuffled join
+    spark_table[Col.EVENT_DATE] = spark_table[Col.EVENT_DATE].astype(str)
+    spark_table = spark_table.sort_values([Col.EVENT_DATE, Col.TS, Col.ITEM_ID]).reset_index(drop=True)
+    for col in ["user_impressions", "user_avg_rating", "item_ctr", "item_age_days", "age_bucket", "gender", "release_year"]:
+        if t[col].dtype.kind == "f":
+            np.testing.assert_allclose(spark_table[col], t[col], err_msg=col)
+        else:
+            assert spark_table[col].tolist() == t[col].tolist(), col
+    assert [sorted(g) for g in spark_table[Col.GENRES]] == [sorted(g) for g in t[Col.GENRES]]
+    recent = read_training_table(lake.root, [Col.USER_ID, "user_clicks", Col.CLICK], since=D3)
+    assert list(recent.columns) == [Col.USER_ID, "user_clicks", Col.CLICK] and len(recent) == 6
+    with pytest.raises(KeyError, match="no_such_feature"):
+        read_training_table(lake.root, [Col.USER_ID, "no_such_feature"])
+
     # the daily tier: D3 alone on a lake that has D1..D2 done gives the same rows
     before = t.copy()
     run_samples_job(spark, lake.root, D3, D3)
@@ -143,6 +160,7 @@ def test_daily_features_are_as_of_the_start_of_the_day_and_runs_are_incremental(
     # a first run that starts at D3 back-fills the partials of D1 and D2 instead of starting from zero
     fresh = _make_lake(tmp_path / "fresh")
     assert run_samples_job(spark, fresh.root, D3, D3) == 6
+    run_features_job(spark, fresh.root, D3, D3)
     written = sorted(p.name for p in (fresh.root / "user_daily").iterdir() if p.name.startswith("event_date="))
     assert written == [f"event_date={d}" for d in (D1, D2, D3)]
     on_d3 = before[before[Col.EVENT_DATE] == D3.isoformat()].reset_index(drop=True)

@@ -14,6 +14,7 @@ from recstack.features.settings import DataSettings, JobSettings
 from recstack.offline.ingest.movielens import ingest_movielens
 from recstack.offline.jobs.graphs import latest_graphs_dir
 from recstack.offline.jobs.pipeline import run_pipeline
+from recstack.offline.jobs.training_table import read_training_table
 from recstack.offline.lake import EventLake
 
 
@@ -37,8 +38,7 @@ def test_pipeline_on_ml100k(ml100k_lake) -> None:  # type: ignore[no-untyped-def
     events = lake.read_events().to_pandas()
     impressions = events[events[Col.EVENT_TYPE] == "impression"]
     expected = len(impressions.drop_duplicates([Col.REQUEST_ID, Col.USER_ID, Col.ITEM_ID]))
-    samples = pd.read_parquet(lake.root / "samples")
-    samples[Col.EVENT_DATE] = samples[Col.EVENT_DATE].astype(str)
+    samples = read_training_table(lake.root)
     assert report.outputs["samples"] == len(samples) == expected > 495_000
     assert samples[Col.CLICK].sum() == 100_000
     assert samples[Col.LIKE].notna().sum() == 100_000 and samples[Col.LIKE].sum() == 55_375

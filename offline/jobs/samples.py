@@ -97,16 +97,24 @@ _NARROW = [EVENT_HASH, Col.USER_ID, Col.ITEM_ID, TS_MS, KIND, Col.EVENT_DATE]
 _ITEM_RESULT_SCHEMA = T.StructType(
     [f for f in _ACT_FIELDS if f.name in _NARROW and f.name != Col.EVENT_DATE] + _ITEM_WINDOW_FIELDS
 )
+_REQUIRED = {Col.USER_ID, Col.ITEM_ID, Col.TS, Col.EVENT_DATE} | {w.name for w in ITEM_WINDOWS}
 _USER_STAGE_SCHEMA = T.StructType(
-    [f for f in _ACT_FIELDS + _ITEM_WINDOW_FIELDS if f.name not in (EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL)]
+    [
+        T.StructField(f.name, f.dataType, nullable=f.name not in _REQUIRED)
+        for f in _ACT_FIELDS + _ITEM_WINDOW_FIELDS
+        if f.name not in (EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL)
+    ]
     + [
-        T.StructField(Col.CLICK, T.ByteType()),
+        T.StructField(Col.CLICK, T.ByteType(), nullable=False),
         T.StructField(Col.CLICK_TS, T.TimestampType()),
         T.StructField(Col.LIKE, T.ByteType()),
-        *[T.StructField(w.name, T.IntegerType()) for w in USER_WINDOWS],
-        T.StructField(RECENT_ITEMS, T.ArrayType(T.LongType())),
+        *[T.StructField(w.name, T.IntegerType(), nullable=False) for w in USER_WINDOWS],
+        T.StructField(RECENT_ITEMS, T.ArrayType(T.LongType(), containsNull=False), nullable=False),
     ]
 )
+"""The samples as the user stage returns them. The ids, time and date are never null in the lake and the kernel
+computes the labels and windows without nulls: declared non-null, they are written as required Parquet
+columns, with no definition levels to encode."""
 
 
 def _activity(events: DataFrame) -> DataFrame:

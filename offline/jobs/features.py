@@ -238,20 +238,32 @@ def feature_stats(
         key: read_partitioned(spark, root, table, start, end).where(F.col("impressions") > 0).select(key).distinct().count()
         for key, table in ((Col.USER_ID, LakeTable.USER_DAILY), (Col.ITEM_ID, LakeTable.ITEM_DAILY))
     }
-    # vocabularies, most frequent first: context from the samples, profiles from the (small) entity tables
+    # vocabularies, most frequent first: context from the samples, profiles from the (small) entity tables;
+    # one job for all of them (each value's count, the top vocab_max of each vocabulary), not one per vocabulary
     users, items = profile_tables(spark, root)
     profiles = user_profile(users)
     genres = items.select(F.explode(Col.GENRES).alias(Col.GENRES))  # an item without genres adds none
     years = items.select(F.coalesce(F.year(Col.RELEASE_DATE), F.lit(0)).cast("int").alias("release_year"))
-    context = samples.groupBy(*CONTEXT_VOCABS).count().cache()  # one pass over the samples, a small result
+    context = samples.groupBy(*CONTEXT_VOCABS).count()  # one pass over the samples, a small result
     sources = [(context, c) for c in CONTEXT_VOCABS] + [(profiles, c) for c in USER_VOCABS]
     sources += [(genres, Col.GENRES), (years, "release_year")]
-    vocab: dict[str, list[str]] = {}
-    for frame, c in sources:
-        weight = F.sum("count") if frame is context else F.count(F.lit(1))
-        top = frame.groupBy(F.coalesce(F.col(c).cast("string"), F.lit(UNKNOWN)).alias("v")).agg(weight.alias("n"))
-        vocab[c] = [r["v"] for r in top.orderBy(F.desc("n"), "v").limit(vocab_max).collect()]
-    context.unpersist()
+    counted = [
+        frame.select(
+            F.lit(c).alias("vocab"),
+            F.coalesce(F.col(c).cast("string"), F.lit(UNKNOWN)).alias("v"),
+            (F.col("count") if frame is context else F.lit(1)).cast("long").alias("n"),
+        )
+        for frame, c in sources
+    ]
+    every = counted[0]
+    for frame in counted[1:]:
+        every = every.unionByName(frame)
+    totals = every.groupBy("vocab", "v").agg(F.sum("n").alias("n"))
+    order = F.row_number().over(Window.partitionBy("vocab").orderBy(F.desc("n"), "v"))
+    top = totals.withColumn("r", order).where(F.col("r") <= vocab_max)
+    vocab: dict[str, list[str]] = {c: [] for _, c in sources}
+    for r in top.orderBy("vocab", "r").collect():
+        vocab[r["vocab"]].append(r["v"])
     return {
         "feature_set_version": FEATURE_SET_VERSION,
         "rows": values["rows"],

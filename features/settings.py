@@ -26,6 +26,11 @@ class SparkSettings(BaseModel):
     master: str = Field("local[*]", description="local[*] on one machine; spark://, yarn or k8s:// at scale")
     app_name: str = "recstack"
     driver_memory: str = "4g"
+    java_options: str = Field(
+        "-XX:+UseParallelGC",
+        description="extra JVM options of the driver and the executors (spark.*.extraJavaOptions): the "
+        "throughput collector suits batch jobs, which care about total time, not pauses",
+    )
     shuffle_partitions: int = Field(8, ge=1, description="spark.sql.shuffle.partitions")
     conf: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings, passed as given")
 

@@ -63,3 +63,12 @@ def test_click_attribution_window_duplicates_late_clicks_and_likes(spark, tmp_pa
     # re-running the day replaces it exactly
     assert run_samples_job(spark, lake.root, day, day) == 5
     assert spark.read.parquet(str(lake.root / "samples")).count() == 5
+
+
+def test_the_session_jvm_runs_the_configured_collector(spark) -> None:  # type: ignore[no-untyped-def]
+    # SparkSettings.java_options reaches the driver JVM: ParallelGC's collectors are "PS Scavenge" and
+    # "PS MarkSweep" (G1, Java's default, would show "G1 Young Generation")
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    names = {bean.getName() for bean in beans}
+    assert names == {"PS Scavenge", "PS MarkSweep"}, names
+    assert spark.conf.get("spark.executor.extraJavaOptions") == "-XX:+UseParallelGC"

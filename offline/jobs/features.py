@@ -36,6 +36,7 @@ from recstack.features.keys import Col, LakeTable
 from recstack.features.schema import ITEM_SCHEMA, USER_SCHEMA, EventType
 from recstack.features.spark_exprs import age_bucket_col, zip_prefix_col
 from recstack.offline.jobs.common import count_rows, read_events, read_partitioned, write_partitioned
+from recstack.offline.jobs.training_table import FEATURE_PARTS
 from recstack.offline.lake import EventLake
 
 COUNTS = ["impressions", "clicks", "ratings", "rating_sum"]
@@ -198,8 +199,6 @@ def training_table(
     A feature table of at most ``broadcast_rows_max`` rows in the range is broadcast (no shuffle of the
     samples); a larger one is joined by shuffling.
     """
-    from recstack.offline.jobs.training_table import FEATURE_PARTS
-
     table = read_partitioned(spark, lake_root, LakeTable.SAMPLES, start, end)
     for name, keys in FEATURE_PARTS:
         features = read_partitioned(spark, lake_root, name, start, end)

@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from recstack.features.keys import Col, LakeTable
 from recstack.features.schema import EVENT_SCHEMA, ITEM_SCHEMA, QUARANTINE_SCHEMA, USER_SCHEMA
 
-_PARTITIONING = ds.partitioning(pa.schema([pa.field(Col.EVENT_DATE, pa.string())]), flavor="hive")
+DATE_PARTITIONING = ds.partitioning(pa.schema([pa.field(Col.EVENT_DATE, pa.string())]), flavor="hive")
+"""The ``event_date=YYYY-MM-DD`` folders of every date-partitioned lake table, for Arrow readers (dates as strings)."""
 
 
 class LakeError(RuntimeError):
@@ -62,7 +63,7 @@ class EventLake:
         base = self.path(LakeTable.EVENTS)
         if not base.exists():
             raise LakeError(f"no events in the lake at {base}: run `recstack ingest` first")
-        dataset = ds.dataset(base, format="parquet", partitioning=_PARTITIONING, schema=_partitioned_schema())
+        dataset = ds.dataset(base, format="parquet", partitioning=DATE_PARTITIONING, schema=_partitioned_schema())
         flt = None
         if start is not None:
             flt = pc.field(Col.EVENT_DATE) >= start.isoformat()
@@ -148,7 +149,7 @@ class EventStage:
             table,
             self.dir,
             format="parquet",
-            partitioning=_PARTITIONING,
+            partitioning=DATE_PARTITIONING,
             basename_template=f"part-{self._batches:05d}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
             max_rows_per_group=1 << 20,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from recstack.features.keys import Col, LakeTable
+from recstack.offline.lake import DATE_PARTITIONING
 
 
 def read_events(spark: SparkSession, lake_root: Path | str, start: dt.date, end: dt.date) -> DataFrame:
@@ -51,8 +51,7 @@ def count_rows(lake_root: Path | str, table: str, start: dt.date, end: dt.date) 
     path = Path(lake_root) / table
     if not path.exists():
         return 0
-    part = ds.partitioning(pa.schema([(Col.EVENT_DATE, pa.string())]), flavor="hive")
-    dataset = ds.dataset(path, format="parquet", partitioning=part)
+    dataset = ds.dataset(path, format="parquet", partitioning=DATE_PARTITIONING)
     flt = (ds.field(Col.EVENT_DATE) >= start.isoformat()) & (ds.field(Col.EVENT_DATE) <= end.isoformat())
     return int(dataset.count_rows(filter=flt))
 

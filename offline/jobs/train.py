@@ -11,7 +11,6 @@ import datetime as dt
 import os
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -21,6 +20,7 @@ from recstack.models.baseline import BaselineConfig, train_baseline
 from recstack.models.catalog import CATALOG_DIR, Catalog, build_catalog, build_catalog_from_lake
 from recstack.models.index import VectorIndex
 from recstack.offline.ingest import Progress, no_progress
+from recstack.offline.lake import DATE_PARTITIONING
 
 CURRENT = "current"
 
@@ -33,7 +33,7 @@ def read_positives(lake_root: Path, start: dt.date | None = None, end: dt.date |
     dataset = ds.dataset(
         path,
         format="parquet",
-        partitioning=ds.partitioning(pa.schema([(Col.EVENT_DATE, pa.string())]), flavor="hive"),
+        partitioning=DATE_PARTITIONING,
     )
     flt = pc.field(Col.CLICK) == 1
     if start is not None:

@@ -20,9 +20,9 @@ import datetime as dt
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.dataset as ds
 from recstack.features.keys import Col, LakeTable
+from recstack.offline.lake import DATE_PARTITIONING
 
 USER_KEYS = [Col.USER_ID, Col.EVENT_DATE]
 ITEM_KEYS = [Col.ITEM_ID, Col.EVENT_DATE]
@@ -35,8 +35,7 @@ def _dataset(lake_root: Path, table: str) -> ds.Dataset:
     if not path.exists():
         run = "recstack samples" if table == LakeTable.SAMPLES else "recstack features"
         raise FileNotFoundError(f"no {table} at {path}: run `{run}` first")
-    part = ds.partitioning(pa.schema([(Col.EVENT_DATE, pa.string())]), flavor="hive")
-    return ds.dataset(path, format="parquet", partitioning=part)
+    return ds.dataset(path, format="parquet", partitioning=DATE_PARTITIONING)
 
 
 def read_training_table(

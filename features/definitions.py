@@ -21,6 +21,7 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
 import xxhash
 
 # -- user ---------------------------------------------------------------------------------------------------
@@ -53,6 +54,21 @@ def hour_of_day(ts: dt.datetime) -> int:
 def weekday(ts: dt.datetime) -> int:
     """UTC weekday, Monday = 0 ... Sunday = 6."""
     return ts.astimezone(dt.UTC).weekday()
+
+
+_MS_PER_HOUR = 3_600_000
+_MS_PER_DAY = 86_400_000
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday
+
+
+def hour_of_day_ms(ts_ms: np.ndarray) -> np.ndarray:
+    """``hour_of_day`` of many instants at once: (n,) int64 Unix milliseconds -> (n,) int8 UTC hours 0-23."""
+    return (np.floor_divide(ts_ms, _MS_PER_HOUR) % 24).astype(np.int8)
+
+
+def weekday_ms(ts_ms: np.ndarray) -> np.ndarray:
+    """``weekday`` of many instants at once: (n,) int64 Unix milliseconds -> (n,) int8, Monday = 0."""
+    return ((np.floor_divide(ts_ms, _MS_PER_DAY) + _EPOCH_WEEKDAY) % 7).astype(np.int8)
 
 
 # -- real-time windows --------------------------------------------------------------------------------------

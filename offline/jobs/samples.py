@@ -44,6 +44,8 @@ from recstack.features.definitions import (
     WINDOW_FEATURES,
     Counted,
     Entity,
+    hour_of_day_ms,
+    weekday_ms,
 )
 from recstack.features.keys import Col, LakeTable
 from recstack.features.schema import EventType
@@ -105,6 +107,8 @@ _USER_STAGE_SCHEMA = T.StructType(
         if f.name not in (EVENT_HASH, REQUEST_HASH, KIND, Col.LABEL)
     ]
     + [
+        T.StructField(HOUR, T.ByteType(), nullable=False),
+        T.StructField(WEEKDAY, T.ByteType(), nullable=False),
         T.StructField(Col.CLICK, T.ByteType(), nullable=False),
         T.StructField(Col.CLICK_TS, T.TimestampType()),
         T.StructField(Col.LIKE, T.ByteType()),
@@ -172,16 +176,7 @@ def build_samples(
         window_ms=window_ms,
     )
     samples = user_input.repartition(n, Col.USER_ID).mapInArrow(user_stage, _USER_STAGE_SCHEMA)
-    return samples.select(
-        *[
-            F.hour(Col.TS).cast("tinyint").alias(HOUR)
-            if c == HOUR
-            else ((F.dayofweek(Col.TS) + 5) % 7).cast("tinyint").alias(WEEKDAY)
-            if c == WEEKDAY
-            else F.col(c)
-            for c in SAMPLE_COLUMNS
-        ]
-    )
+    return samples.select(*SAMPLE_COLUMNS)
 
 
 def _map_partition(
@@ -235,6 +230,9 @@ def _user_stage(acts: pa.Table, start: dt.date, end: dt.date, window_ms: int) ->
         q_user, q_ts, user[clk], ts[clk], _np(acts, Col.ITEM_ID)[clk], RECENT_ITEMS_WINDOW_S * 1000,
         RECENT_ITEMS_K,
     )  # fmt: skip
+    # hour and weekday from the kept impressions' milliseconds (numpy, not Spark's per-row calendar lookups)
+    out = out.append_column(HOUR, pa.array(hour_of_day_ms(q_ts)))
+    out = out.append_column(WEEKDAY, pa.array(weekday_ms(q_ts)))
     out = out.append_column(Col.CLICK, pa.array((click_ts >= 0).astype(np.int8)))
     out = out.append_column(
         Col.CLICK_TS,

@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -207,23 +208,57 @@ def training_table(
     return table
 
 
+def _moments(names: list[str], weight: Column) -> list[Column]:
+    """Per feature: Σ w·x, Σ w·x², Σ w over non-null x, min and max of x over rows with w > 0 (log1p'd where
+    declared). A row of weight w stands for w rows of the training table."""
+    aggs = []
+    for name in names:
+        x = F.col(name).cast("double")
+        x = F.log1p(x) if FEATURES_BY_NAME[name].log1p else x
+        shown = F.when(weight > 0, x)
+        aggs += [F.sum(weight * x).alias(f"{name}.sum"), F.sum(weight * x * x).alias(f"{name}.sumsq"),
+                 F.sum(F.when(x.isNotNull(), weight)).alias(f"{name}.n"),
+                 F.min(shown).alias(f"{name}.min"), F.max(shown).alias(f"{name}.max")]  # fmt: skip
+    return aggs
+
+
+def dense_moments(
+    spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, broadcast_rows_max: int
+) -> dict[str, Any]:
+    """Σ x, Σ x², n, min and max of every dense feature over the training table of [start, end], and its rows.
+
+    The training table is not materialised: a sample's own features (the windows) are aggregated over the
+    samples, and a feature of the user / item as-of tables over those tables, each (entity, day) row weighted
+    by its number of samples (one aggregation of the samples' keys per table, a join of that small count,
+    instead of a join on every sample). The same numbers as aggregating the joined table, up to the order of
+    floating-point additions."""
+    samples = read_partitioned(spark, lake_root, LakeTable.SAMPLES, start, end)
+    own = [n for n in DENSE_FEATURES if n in samples.columns]
+    row = samples.agg(F.count(F.lit(1)).alias("rows"), *_moments(own, F.lit(1))).first()
+    assert row is not None
+    values = row.asDict()
+    for name, keys in FEATURE_PARTS:
+        features = read_partitioned(spark, lake_root, name, start, end)
+        cols = [n for n in DENSE_FEATURES if n in features.columns and n not in own]
+        counts = samples.groupBy(*keys).agg(F.count(F.lit(1)).alias("_samples"))
+        small = count_rows(lake_root, name, start, end) <= broadcast_rows_max
+        joined = counts.join(F.broadcast(features) if small else features, keys, "left")
+        row = joined.agg(*_moments(cols, F.col("_samples"))).first()
+        assert row is not None
+        values |= row.asDict()
+    return values
+
+
 def feature_stats(
     spark: SparkSession, lake_root: Path, start: dt.date, end: dt.date, vocab_max: int, broadcast_rows_max: int
 ) -> dict[str, object]:
     """Normalisation statistics of the dense features of the training table of [start, end] and vocabularies."""
     root = Path(lake_root)
     samples = read_partitioned(spark, root, LakeTable.SAMPLES, start, end)
-    table = training_table(spark, root, start, end, broadcast_rows_max)
-    # plain sums (codegen'd, one pass) rather than Spark's Welford stddev: var = E[x^2] - E[x]^2
-    aggs = [F.count(F.lit(1)).alias("rows")]
-    for name in DENSE_FEATURES:
-        x = F.col(name).cast("double")
-        x = F.log1p(x) if FEATURES_BY_NAME[name].log1p else x
-        aggs += [F.sum(x).alias(f"{name}.sum"), F.sum(x * x).alias(f"{name}.sumsq"), F.count(x).alias(f"{name}.n"),
-                 F.min(x).alias(f"{name}.min"), F.max(x).alias(f"{name}.max")]  # fmt: skip
-    row = table.agg(*aggs).first()
-    assert row is not None
-    values = row.asDict()
+    values = dense_moments(spark, root, start, end, broadcast_rows_max)
+    missing = [n for n in DENSE_FEATURES if f"{n}.n" not in values]
+    if missing:
+        raise KeyError(f"dense features {missing} are in neither the samples nor the as-of tables")
     dense: dict[str, dict[str, object]] = {}
     for name in DENSE_FEATURES:
         n = values[f"{name}.n"] or 0

@@ -24,7 +24,7 @@ from recstack.features.definitions import (
 from recstack.features.keys import Col
 from recstack.features.schema import EVENT_SCHEMA
 from recstack.features.spark_exprs import age_bucket_col, zip_prefix_col
-from recstack.offline.jobs.features import run_features_job, training_table
+from recstack.offline.jobs.features import feature_stats, run_features_job, training_table
 from recstack.offline.jobs.samples import run_samples_job
 from recstack.offline.jobs.training_table import read_training_table
 from recstack.offline.lake import EventLake
@@ -126,10 +126,18 @@ def test_daily_features_are_as_of_the_start_of_the_day_and_runs_are_incremental(
     # statistics: every dense feature, values that agree with the table
     stats = json.loads(Path(out["stats"]).read_text())
     assert set(stats["dense"]) == set(DENSE_FEATURES) and stats["rows"] == 19
-    clicks = np.log1p(t["user_clicks"].astype(float))
-    assert stats["dense"]["user_clicks"]["mean"] == pytest.approx(clicks.mean())
-    assert stats["dense"]["user_clicks"]["std"] == pytest.approx(clicks.std(ddof=0))
-    assert stats["dense"]["user_ctr"]["max"] == pytest.approx(t["user_ctr"].max())
+    # every dense feature's statistics equal those of the joined training table (the job weights the as-of
+    # rows by their samples instead of joining them onto every sample)
+    for name in DENSE_FEATURES:
+        x = t[name].astype(float)
+        x = np.log1p(x) if FEATURES_BY_NAME[name].log1p else x
+        got = stats["dense"][name]
+        assert [got["mean"], got["std"], got["min"], got["max"]] == pytest.approx(
+            [x.mean(), x.std(ddof=0), x.min(), x.max()], rel=1e-9, abs=1e-12), name
+    assert len({stats["dense"][n]["mean"] for n in DENSE_FEATURES}) > 10  # not one number repeated
+    shuffled = feature_stats(spark, lake.root, D1, D3, vocab_max=100, broadcast_rows_max=0)  # no broadcast
+    for name in DENSE_FEATURES:
+        assert shuffled["dense"][name] == pytest.approx(stats["dense"][name], rel=1e-9), name
     assert set(stats["vocab"]["genres"]) == {"Drama", "Comedy"}
     assert stats["vocab"]["gender"][0] == "F" and "unknown" in stats["vocab"]["gender"]
     assert len(stats["feature_set_version"]) == 16

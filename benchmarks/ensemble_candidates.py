@@ -2,8 +2,8 @@
 
 The ml-100k reference split's ``train.tsv`` is split again per user (80 / 20, seed 7, as in
 ``ensemble_weights.py``). On the inner 80 % the script trains the export's families (3 DeepWalk, 3 GraphSAGE,
-one iALS, one EASE at rank 64, the popularity prior) and forms the default blend
-``DeepWalk + GraphSAGE + iALS + 0.125 · EASE + 0.1 · prior``. Each candidate below is scored on the held-out
+one iALS, one rating-weighted EASE at rank 64, the popularity prior) and forms the default blend
+``DeepWalk + GraphSAGE + iALS + 0.25 · EASE + 0.1 · prior``. Each candidate below is scored on the held-out
 20 % alone and added to (or swapped into) the default blend; nDCG@10 over the inner users
 (``models.evaluation``). Nothing here reads ``test.tsv``.
 
@@ -11,6 +11,9 @@ Candidates (benchmark-only implementations, each a few lines; none is in the pac
 
 * ``ials_dim128``, ``ials_3_seeds``: the iALS member wider, or averaged over three seeds (swapped in);
 * ``ease_full``: EASE served at full rank instead of rank 64 (swapped in);
+* ``ease_binary_*``: the binary EASE (every interaction 1, the default before 2026-12-02) at rank 64 / full
+  rank, and weight 0.125 (its old default) / 0.25 (swapped in);
+* ``ease_weighted_l2_*``: the rating-weighted EASE at λ 250 / 1000 instead of 500 (swapped in);
 * ``rp3beta_*``: RP3β item–item random walks (Paudel et al., 2016) with α 1 and β 0.5 / 0.7;
 * ``time_cooccur_600s``: item–item co-occurrence within a user weighted by exp(−|Δt| / 600 s), items rated in
   the same sitting, RP3β-normalised (β 0.5);
@@ -26,6 +29,7 @@ Usage: ``.venv/bin/python benchmarks/ensemble_candidates.py --split ../shared/da
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import ensemble_weights as ew  # benchmarks/ensemble_weights.py, beside this script
@@ -34,7 +38,6 @@ import pandas as pd
 import reference_split
 import torch
 import torch.nn.functional as F
-from recstack.models.ease import EASEConfig
 from recstack.models.ensemble import EnsembleConfig, fit_ensemble
 from recstack.models.evaluation import evaluate
 from recstack.models.ials import IALSConfig
@@ -142,16 +145,26 @@ def main() -> None:
     def ndcg(score: np.ndarray) -> float:
         return round(evaluate(ew.top10(s, score, train), held, train)["ndcg@10"], 4)
 
-    default = ew.blend(s, 1.0, 0.125, 0.1)
+    cfg = EnsembleConfig()
+    w_ease = cfg.ease_weight
+    default = ew.blend(s, cfg.ials_weight, w_ease, cfg.popularity_weight)
     result: dict[str, object] = {"default_blend": ndcg(default)}
+    ease = w_ease * s["ease"]  # type: ignore[operator]
+    binary, full_rank = (
+        dataclasses.replace(cfg.ease, weighted=False),
+        dataclasses.replace(cfg.ease, rank=data.num_items),
+    )
     swaps = {  # a member of the default blend replaced: (old term, new term)
         "ials_dim128": (s["ials"], member(data, ials_seeds=1, ials=IALSConfig(dim=128))),
         "ials_3_seeds": (s["ials"], member(data, ials_seeds=3)),
-        "ease_full": (
-            0.125 * s["ease"],
-            0.125 * member(data, ease_weight=1.0, ease=EASEConfig(rank=data.num_items)),
-        ),  # type: ignore[operator]
-    }
+        "ease_full": (ease, w_ease * member(data, ease_weight=1.0, ease=full_rank)),
+        "ease_binary_rank64_w0.125": (ease, 0.125 * member(data, ease_weight=1.0, ease=binary)),
+        "ease_binary_rank64_w0.25": (ease, 0.25 * member(data, ease_weight=1.0, ease=binary)),
+        "ease_binary_full_w0.125": (ease, 0.125 * member(data, ease_weight=1.0,
+                                                         ease=dataclasses.replace(binary, rank=data.num_items))),
+        "ease_weighted_l2_250": (ease, w_ease * member(data, ease_weight=1.0, ease=dataclasses.replace(cfg.ease, l2=250.0))),
+        "ease_weighted_l2_1000": (ease, w_ease * member(data, ease_weight=1.0, ease=dataclasses.replace(cfg.ease, l2=1000.0))),
+    }  # fmt: skip
     for name, (old, new) in swaps.items():
         result[name] = {"swapped_in": ndcg(default - old + new)}
         print(name, result[name], flush=True)
@@ -167,7 +180,7 @@ def main() -> None:
     n_u = x.sum(1, keepdims=True)
     prior = s["prior"]
     result["prior_by_activity"] = {
-        f"gamma_{g}": {str(b): ndcg(default - 0.1 * prior + b * (n_u / np.median(n_u)) ** -g * prior)  # type: ignore[operator]
+        f"gamma_{g}": {str(b): ndcg(default - cfg.popularity_weight * prior + b * (n_u / np.median(n_u)) ** -g * prior)  # type: ignore[operator]
                        for b in (0.05, 0.1, 0.2)}
         for g in (0.5, 1.0)
     }  # fmt: skip

@@ -1,8 +1,15 @@
 """EASE (Steck, 2019, "Embarrassingly Shallow Autoencoders for Sparse Data"), as a low-rank recall artifact.
 
 EASE learns an item–item matrix ``B`` (I × I) with a zero diagonal that reconstructs each user's row of the
-binary interaction matrix ``X``: ``min |X − XB|² + λ|B|²`` s.t. ``diag(B) = 0``, in closed form
+interaction matrix ``X``: ``min |X − XB|² + λ|B|²`` s.t. ``diag(B) = 0``, in closed form
 ``B = I − P · diagMat(1 / diag(P))`` with ``P = (XᵀX + λI)⁻¹``. A user's scores are ``x_u B``.
+
+``X`` is binary (Steck's form, ``weighted=False``) or holds each interaction's strength (``weighted=True``:
+a rating r counts r / 5, a click or like 1; a pair seen several times takes its strongest). Weighted rows
+let a user's well-rated items speak louder for what else they will rate: on an inner 80 / 20 split of the
+ml-100k reference split's ``train.tsv`` (``benchmarks/ensemble_candidates.py``), the weighted EASE swapped
+into the export ensemble lifts nDCG@10 from 0.2456 to 0.2484 (rank 64, weight 0.25), where the binary one at
+full rank reaches 0.2464.
 
 The recall contract is an inner product of a user and an item vector, so ``B`` is served through its
 truncated SVD ``B ≈ U_k Σ_k V_kᵀ``: user vector ``x_u U_k Σ_k``, item vector the item's row of ``V_k``.
@@ -29,6 +36,7 @@ FULL_SVD_ITEMS = 4096  # above this many items B is factorised by a randomised t
 class EASEConfig:
     l2: float = 500.0  # λ
     rank: int = 64  # of the served factorisation of B
+    weighted: bool = False  # X holds interaction strengths (max per pair) instead of 1
     max_items: int = 20_000
     device: str = "cpu"
 
@@ -45,7 +53,7 @@ class EASEResult:
 
 
 def ease_matrix(x: sp.csr_matrix, l2: float, device: str = "cpu") -> torch.Tensor:
-    """B (I, I) float64 of a binary user × item matrix."""
+    """B (I, I) float64 of a user × item matrix (binary, or interaction strengths)."""
     gram = torch.from_numpy((x.T @ x).toarray()).to(device, torch.float64)
     gram.diagonal().add_(l2)
     p = torch.linalg.inv(gram)
@@ -55,8 +63,10 @@ def ease_matrix(x: sp.csr_matrix, l2: float, device: str = "cpu") -> torch.Tenso
 
 
 def train_ease(user_rows: np.ndarray, item_cols: np.ndarray, num_users: int, num_items: int, cfg: EASEConfig,
-               ) -> EASEResult:  # fmt: skip
-    """User and item vectors (rank ``min(cfg.rank, num_items)``) whose inner product approximates x_u B."""
+               weight: np.ndarray | None = None) -> EASEResult:  # fmt: skip
+    """User and item vectors (rank ``min(cfg.rank, num_items)``) whose inner product approximates x_u B.
+
+    ``weight`` (one per interaction, > 0) fills X when ``cfg.weighted``; it is required then."""
     t0 = time.perf_counter()
     rows, cols = np.asarray(user_rows, np.int64), np.asarray(item_cols, np.int64)
     if rows.size == 0:
@@ -66,8 +76,7 @@ def train_ease(user_rows: np.ndarray, item_cols: np.ndarray, num_users: int, num
                          f"{cfg.max_items}; use iALS or the graph models for a catalogue this large")  # fmt: skip
     if rows.min() < 0 or cols.min() < 0 or rows.max() >= num_users or cols.max() >= num_items:
         raise ValueError("a row or column is outside the given number of users / items")
-    x = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(num_users, num_items))
-    x.data[:] = 1.0  # duplicates count once
+    x = _interaction_matrix(rows, cols, num_users, num_items, cfg.weighted, weight)
     b = ease_matrix(x, cfg.l2, cfg.device)
     k = min(cfg.rank, num_items)
     total = float((b**2).sum())
@@ -83,6 +92,27 @@ def train_ease(user_rows: np.ndarray, item_cols: np.ndarray, num_users: int, num
     items = np.ascontiguousarray(v.cpu().numpy(), np.float32)
     kept = float((s**2).sum()) / total
     return EASEResult(users, items, {"train_s": time.perf_counter() - t0, "energy_kept": kept})
+
+
+def _interaction_matrix(rows: np.ndarray, cols: np.ndarray, num_users: int, num_items: int, weighted: bool,
+                        weight: np.ndarray | None) -> sp.csr_matrix:  # fmt: skip
+    """X (users, items): 1 per interacted pair, or (``weighted``) the pair's strongest interaction weight."""
+    if not weighted:
+        x = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(num_users, num_items))
+        x.data[:] = 1.0  # duplicates count once
+        return x
+    w = np.asarray(weight if weight is not None else (), np.float64)
+    if w.shape != rows.shape:
+        raise ValueError(f"need one weight per interaction: {w.shape} weights for {rows.shape} interactions")
+    if not np.isfinite(w).all() or (w <= 0).any():
+        raise ValueError("interaction weights must be finite and positive")
+    keys = rows * num_items + cols
+    order = np.argsort(keys, kind="stable")
+    keys, w = keys[order], w[order]
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    strongest = np.maximum.reduceat(w, first)  # a pair seen twice takes its strongest weight
+    keys = keys[first]
+    return sp.csr_matrix((strongest, (keys // num_items, keys % num_items)), shape=(num_users, num_items))
 
 
 def config_params(cfg: EASEConfig) -> dict[str, object]:

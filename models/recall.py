@@ -173,8 +173,10 @@ def fit_ials(
 
 
 def fit_ease(data: RecallData, cfg: EASEConfig, version: str) -> EmbeddingArtifact:
-    """EASE's item–item model served through its truncated SVD (see ``models/ease.py``)."""
-    result = train_ease(data.user_rows, data.item_cols, data.num_users, data.num_items, cfg)
+    """EASE's item–item model served through its truncated SVD (see ``models/ease.py``); with ``cfg.weighted``
+    the interactions' strengths (``data.weight``) fill its matrix."""
+    result = train_ease(data.user_rows, data.item_cols, data.num_users, data.num_items, cfg,
+                        np.maximum(data.weight, 1e-6) if cfg.weighted else None)  # fmt: skip
     params = {**ease_params(cfg), **{f"history.{k}": v for k, v in result.history.items()}}
     return data.artifact("ease", version, result.users, result.items, params)
 

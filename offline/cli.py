@@ -554,9 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--ials-seeds", type=int, default=1, help="iALS members of the ensemble")
     q.add_argument("--ials-weight", type=float, default=1.0,
                    help="the iALS family's weight in the ensemble (DeepWalk's and GraphSAGE's are 1)")  # fmt: skip
-    q.add_argument("--ease-weight", type=float, default=0.125,
-                   help="weight of one EASE member (low-rank, models/ease.py) in the ensemble; 0 = none")  # fmt: skip
-    q.add_argument("--popularity-weight", type=float, default=0.1,
+    q.add_argument("--ease-weight", type=float, default=0.25,
+                   help="weight of one rating-weighted EASE member (low-rank, models/ease.py) in the ensemble; 0 = none")  # fmt: skip
+    q.add_argument("--popularity-weight", type=float, default=0.2,
                    help="beta of the ensemble's popularity prior (models/ensemble.py); 0 = none")  # fmt: skip
     q.add_argument("--deepwalk-return-p", type=_positive_floats, default=(),
                    help="node2vec return parameters the DeepWalk members take in turn, e.g. 1,4 (each seed "

@@ -78,3 +78,33 @@ def test_a_large_catalogue_takes_the_randomised_svd(monkeypatch: pytest.MonkeyPa
     want = exact.users @ exact.items.T
     assert np.abs(fast.users @ fast.items.T - want).max() < 0.05 * np.abs(want).max()
     assert abs(fast.history["energy_kept"] - exact.history["energy_kept"]) < 0.02
+
+
+def test_weighted_x_holds_each_pairs_strongest_weight_and_b_solves_for_it() -> None:
+    """weighted=True: X holds the interactions' strengths (a repeated pair its strongest), B is the closed form
+    for that X, and unit weights give the binary model exactly."""
+    u, i = _data(4)
+    rng = np.random.default_rng(4)
+    w = rng.choice([0.2, 0.4, 0.6, 0.8, 1.0], len(u))
+    cfg = EASEConfig(l2=8.0, rank=64, weighted=True)
+    got = train_ease(u, i, 40, 30, cfg, w)
+    x = np.zeros((40, 30))
+    np.maximum.at(x, (u, i), w)
+    want = x @ ease_matrix(sp.csr_matrix(x), 8.0).numpy()
+    np.testing.assert_allclose(got.users @ got.items.T, want, atol=1e-4)
+    binary = train_ease(u, i, 40, 30, EASEConfig(l2=8.0, rank=64))
+    unit = train_ease(u, i, 40, 30, cfg, np.ones(len(u)))
+    np.testing.assert_allclose(unit.users @ unit.items.T, binary.users @ binary.items.T, atol=1e-6)
+    assert np.abs(got.users @ got.items.T - binary.users @ binary.items.T).max() > 1e-2  # the weights matter
+    # a pair repeated with a weaker weight keeps its strongest
+    again = train_ease(np.r_[u, u[:40]], np.r_[i, i[:40]], 40, 30, cfg, np.r_[w, w[:40] / 2])
+    np.testing.assert_allclose(again.users @ again.items.T, got.users @ got.items.T, atol=1e-6)
+
+
+def test_weighted_ease_refuses_bad_weights() -> None:
+    u, i = _data(5)
+    cfg = EASEConfig(l2=5.0, rank=4, weighted=True)
+    for bad, why in ((None, "one weight per interaction"), (np.ones(3), "one weight per interaction"),
+                     (np.r_[np.ones(len(u) - 1), 0.0], "positive"), (np.r_[np.ones(len(u) - 1), np.nan], "finite")):  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            train_ease(u, i, 40, 30, cfg, bad)

@@ -113,8 +113,8 @@ def test_ials_and_ease_members_join_with_their_weights() -> None:
     rng = np.random.default_rng(0)
     users, items = rng.integers(0, 40, 700), rng.integers(0, 60, 700)
     data = RecallData.build(Interactions(users.astype(np.int64), items.astype(np.int64) + 1000,
-                                         np.arange(700, dtype=np.int64), np.ones(700)))  # fmt: skip
-    ials, ease = IALSConfig(dim=6, iterations=4), EASEConfig(l2=10.0, rank=12)
+                                         np.arange(700, dtype=np.int64), rng.choice([0.2, 0.6, 1.0], 700)))  # fmt: skip
+    ials, ease = IALSConfig(dim=6, iterations=4), EASEConfig(l2=10.0, rank=12, weighted=True)
     cfg = EnsembleConfig(deepwalk_seeds=0, graphsage_seeds=0, ials_seeds=1, ials_weight=0.25, ease_weight=0.5,
                          popularity_weight=0.0, ials=ials, ease=ease)  # fmt: skip
     folded = fit_ensemble(data, cfg, "v")

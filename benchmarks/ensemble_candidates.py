@@ -3,7 +3,7 @@
 The ml-100k reference split's ``train.tsv`` is split again per user (80 / 20, seed 7, as in
 ``ensemble_weights.py``). On the inner 80 % the script trains the export's families (3 DeepWalk, 3 GraphSAGE,
 one iALS, one rating-weighted EASE at rank 64, the popularity prior) and forms the default blend
-``DeepWalk + GraphSAGE + iALS + 0.25 · EASE + 0.1 · prior``. Each candidate below is scored on the held-out
+``DeepWalk + GraphSAGE + iALS + 0.25 · EASE + 0.2 · prior`` (``EnsembleConfig``'s defaults). Each candidate below is scored on the held-out
 20 % alone and added to (or swapped into) the default blend; nDCG@10 over the inner users
 (``models.evaluation``). Nothing here reads ``test.tsv``.
 

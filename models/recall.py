@@ -89,8 +89,13 @@ class RecallData:
     def num_items(self) -> int:
         return len(self.item_ids)
 
+    @property
+    def strengths(self) -> np.ndarray:
+        """Each interaction's strength, floored at 1e-6 (a like of label 0 still links its pair)."""
+        return np.maximum(self.weight, 1e-6)
+
     def graph(self, weighted: bool = True) -> CSRGraph:
-        w = np.maximum(self.weight, 1e-6) if weighted else None
+        w = self.strengths if weighted else None
         return bipartite(self.user_rows, self.item_cols, self.num_users, self.num_items, w)
 
     def seen(self) -> sp.csr_matrix:
@@ -174,9 +179,9 @@ def fit_ials(
 
 def fit_ease(data: RecallData, cfg: EASEConfig, version: str) -> EmbeddingArtifact:
     """EASE's item–item model served through its truncated SVD (see ``models/ease.py``); with ``cfg.weighted``
-    the interactions' strengths (``data.weight``) fill its matrix."""
+    the interactions' strengths fill its matrix."""
     result = train_ease(data.user_rows, data.item_cols, data.num_users, data.num_items, cfg,
-                        np.maximum(data.weight, 1e-6) if cfg.weighted else None)  # fmt: skip
+                        data.strengths if cfg.weighted else None)  # fmt: skip
     params = {**ease_params(cfg), **{f"history.{k}": v for k, v in result.history.items()}}
     return data.artifact("ease", version, result.users, result.items, params)
 

@@ -210,7 +210,8 @@ def training_table(
 
 def _moments(names: list[str], weight: Column) -> list[Column]:
     """Per feature: Σ w·x, Σ w·x², Σ w over non-null x, min and max of x over rows with w > 0 (log1p'd where
-    declared). A row of weight w stands for w rows of the training table."""
+    declared). A row of weight w stands for w rows of the training table. Plain sums (codegen'd, one pass)
+    rather than Spark's Welford stddev: var = E[x²] − E[x]²."""
     aggs = []
     for name in names:
         x = F.col(name).cast("double")

@@ -9,9 +9,10 @@ Three lake tables, all partitioned by ``event_date``, make it:
 
 The samples are stored keyed, not with the day's user and item features copied onto every row: those
 columns repeat per (user, day) and (item, day), doubled the table and were half the samples job's writing.
-Readers join them: Spark in ``features.training_table``, Arrow / pandas here (the rankers' training). The
-feature statistics aggregate the table without building it (``features.dense_moments``). Both are left joins on (id, ``event_date``): a sample always finds its rows, as its
-impression makes the user and the item active on its day.
+Readers join them: Spark in ``features.training_table``, Arrow / pandas here (the rankers' training). Both
+are left joins on (id, ``event_date``): a sample always finds its rows, as its impression makes the user and
+the item active on its day. The feature statistics aggregate the table without building it
+(``features.dense_moments``).
 """
 
 from __future__ import annotations

@@ -351,7 +351,7 @@ def test_run_loop_retries_a_failed_batch(
 
 
 def test_run_realtime_consumer_from_settings(
-    redis_url: str, keys: RedisKey, store: RealtimeStore, bus: EventBus, tmp_path: Path,
+    redis_url: str, keys: RedisKey, store: RealtimeStore, bus: EventBus, client: redis.Redis, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.delenv("RECSTACK_CONFIG", raising=False)
@@ -367,6 +367,9 @@ def test_run_realtime_consumer_from_settings(
     thread.start()
     bus.publish(settings.bus.events_topic, [event("e1", "click", 7, 10, T - MIN).to_json_bytes(), b"junk"])
     _until(lambda: store.user_features(7, T).counts["user_clicks_1h"] == 1, lambda: time.sleep(0.05))
+    # the bus may hand over the junk message in a later batch: wait for its dead letter too (the batch then
+    # finishes, counters included, before the loop looks at the stop flag)
+    _until(lambda: client.xlen(keys.dead_letter(settings.bus.events_topic)) >= 1, lambda: time.sleep(0.05))
     stop.set()
     thread.join(10)
     assert result["processed"] == 1 and result["malformed"] == 1

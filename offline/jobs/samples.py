@@ -19,7 +19,9 @@ Plan: read events of ``[start - 1 day, end + late]``; shuffle a narrow projectio
 (event hash, user, item, time) by item and compute the item windows of every impression of the range; shuffle
 the events and those narrow results together by user, and compute dedup, attribution, likes and the user
 windows, taking each kept impression's item windows from its result row (``offline/jobs/windows.py``, per
-partition). Only the narrow columns make the item round trip; no driver-side collect.
+partition). Only the narrow columns make the item round trip; no driver-side collect of data. The user stage's
+tasks write their samples themselves (``write_partitioned_arrow``: Arrow's Parquet writer, committed by the
+driver from the paths the tasks return), so the output never goes back through the JVM.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from recstack.features.definitions import (
 )
 from recstack.features.keys import Col, LakeTable
 from recstack.features.schema import EventType
-from recstack.offline.jobs.common import count_rows, partitions_for, read_events, write_partitioned
+from recstack.offline.jobs.common import arrow_schema, partitions_for, read_events, write_partitioned_arrow
 from recstack.offline.jobs.windows import (
     dense_codes,
     first_match_within,
@@ -119,6 +121,8 @@ _USER_STAGE_SCHEMA = T.StructType(
 """The samples as the user stage returns them. The ids, time and date are never null in the lake and the kernel
 computes the labels and windows without nulls: declared non-null, they are written as required Parquet
 columns, with no definition levels to encode."""
+SAMPLES_ARROW_SCHEMA = pa.schema([arrow_schema(_USER_STAGE_SCHEMA).field(c) for c in SAMPLE_COLUMNS])
+"""The ``samples`` table's columns as the job writes them (Arrow types and nullability)."""
 
 
 def _activity(events: DataFrame) -> DataFrame:
@@ -147,6 +151,15 @@ def build_samples(
     attribution_window_s: int = 1800,
 ) -> DataFrame:
     """The samples of impressions in [start, end] with labels and real-time features (lazy DataFrame)."""
+    source, kernel = _user_stage_plan(spark, lake_root, start, end, attribution_window_s)
+    stage = functools.partial(_map_partition, kernel, arrow_schema(source.schema))
+    return source.mapInArrow(stage, _USER_STAGE_SCHEMA).select(*SAMPLE_COLUMNS)
+
+
+def _user_stage_plan(
+    spark: SparkSession, lake_root: Path | str, start: dt.date, end: dt.date, attribution_window_s: int
+) -> tuple[DataFrame, Callable[[pa.Table], pa.Table]]:
+    """The user stage's input, partitioned by user (item windows already attached), and its kernel."""
     if attribution_window_s <= 0:
         raise ValueError(f"attribution_window_s must be positive, got {attribution_window_s}")
     first = start - dt.timedelta(days=math.ceil(MAX_LOOKBACK_S / 86400))
@@ -155,28 +168,19 @@ def build_samples(
     events = events.where(F.col(Col.EVENT_TYPE).isin([t.value for t in EventType]))
     acts = _activity(events)
     n = partitions_for(spark, lake_root, first, late_end)
-    window_ms = attribution_window_s * 1000
 
     # shuffle 1 (narrow), by item: the item windows of every impression of the range, one result row each
     narrow = acts.where(F.col(KIND) <= 1).select(*_NARROW)
     item_stage = functools.partial(
-        _map_partition, _item_stage, _arrow_schema(narrow.schema), start=start, end=end
+        _map_partition, _item_stage, arrow_schema(narrow.schema), start=start, end=end
     )
     results = narrow.repartition(n, Col.ITEM_ID).mapInArrow(item_stage, _ITEM_RESULT_SCHEMA)
     # shuffle 2, by user, the events with their impressions' item results: dedup, labels, user windows
     no_windows = [F.lit(None).cast("int").alias(w.name) for w in ITEM_WINDOWS]
     results = results.withColumn(REQUEST_HASH, F.lit(0).cast("long"))  # the kernels read it as a non-null int
     user_input = acts.select("*", *no_windows).unionByName(results, allowMissingColumns=True)
-    user_stage = functools.partial(
-        _map_partition,
-        _user_stage,
-        _arrow_schema(user_input.schema),
-        start=start,
-        end=end,
-        window_ms=window_ms,
-    )
-    samples = user_input.repartition(n, Col.USER_ID).mapInArrow(user_stage, _USER_STAGE_SCHEMA)
-    return samples.select(*SAMPLE_COLUMNS)
+    kernel = functools.partial(_user_stage, start=start, end=end, window_ms=attribution_window_s * 1000)
+    return user_input.repartition(n, Col.USER_ID), kernel
 
 
 def _map_partition(
@@ -186,12 +190,6 @@ def _map_partition(
     table = pa.Table.from_batches(list(batches), schema=schema)
     if table.num_rows:
         yield from kernel(table, **kwargs).to_batches()
-
-
-def _arrow_schema(schema: T.StructType) -> pa.Schema:
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    return to_arrow_schema(schema, timezone="UTC")
 
 
 def _np(table: pa.Table, col: str) -> np.ndarray:
@@ -290,6 +288,6 @@ def run_samples_job(
 ) -> int:
     """Write the training samples of [start, end]: labels, context and real-time features. Returns the number
     of samples."""
-    root = Path(lake_root)
-    write_partitioned(build_samples(spark, root, start, end, attribution_window_s), root, LakeTable.SAMPLES)
-    return count_rows(root, LakeTable.SAMPLES, start, end)
+    source, kernel = _user_stage_plan(spark, lake_root, start, end, attribution_window_s)
+    written = write_partitioned_arrow(source, kernel, SAMPLES_ARROW_SCHEMA, lake_root, LakeTable.SAMPLES)
+    return sum(written.values())

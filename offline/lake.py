@@ -16,6 +16,7 @@ partitions it produced, so re-running a source replaces its days instead of appe
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -30,6 +31,29 @@ from recstack.features.schema import EVENT_SCHEMA, ITEM_SCHEMA, QUARANTINE_SCHEM
 
 DATE_PARTITIONING = ds.partitioning(pa.schema([pa.field(Col.EVENT_DATE, pa.string())]), flavor="hive")
 """The ``event_date=YYYY-MM-DD`` folders of every date-partitioned lake table, for Arrow readers (dates as strings)."""
+
+
+def date_partition(day: dt.date) -> str:
+    """The folder name of ``day``'s partition in a date-partitioned table (``event_date=YYYY-MM-DD``)."""
+    return f"{Col.EVENT_DATE}={day.isoformat()}"
+
+
+def swap_partitions(staged: Path, target: Path) -> list[str]:
+    """Replace the partition folders of ``target`` by those staged in ``staged`` (same file system), by renames:
+    each old folder is moved aside, the staged one moved in, and the old ones deleted at the end. Returns the
+    names swapped in; partitions not staged are left alone."""
+    target.mkdir(parents=True, exist_ok=True)
+    replaced_dir = staged.with_name(f"{staged.name}-replaced")
+    replaced_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for part in sorted(p for p in staged.iterdir() if p.is_dir()):
+        dest = target / part.name
+        if dest.exists():
+            os.replace(dest, replaced_dir / part.name)
+        os.replace(part, dest)
+        names.append(part.name)
+    shutil.rmtree(replaced_dir, ignore_errors=True)
+    return names
 
 
 class LakeError(RuntimeError):
@@ -161,14 +185,7 @@ class EventStage:
         """Swap the staged partitions into the lake; returns the partition names replaced."""
         target = self.lake.path(LakeTable.EVENTS)
         target.mkdir(parents=True, exist_ok=True)
-        replaced = []
-        if self.dir.exists():
-            for part in sorted(self.dir.iterdir()):
-                dest = target / part.name
-                if dest.exists():
-                    shutil.rmtree(dest)
-                part.rename(dest)
-                replaced.append(part.name)
+        replaced = swap_partitions(self.dir, target) if self.dir.exists() else []
         self.abort()
         return replaced
 

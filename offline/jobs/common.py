@@ -16,9 +16,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql import types as T
 from recstack.features.keys import Col, LakeTable
-from recstack.offline.lake import DATE_PARTITIONING
+from recstack.offline.lake import DATE_PARTITIONING, date_partition, swap_partitions
 
 
 def read_events(spark: SparkSession, lake_root: Path | str, start: dt.date, end: dt.date) -> DataFrame:
@@ -58,7 +58,10 @@ def write_partitioned(frame: DataFrame, lake_root: Path | str, table: str) -> st
 PARQUET_CODECS = {"none": "none", "uncompressed": "none", "snappy": "snappy", "gzip": "gzip", "zstd": "zstd",
                   "lz4": "lz4", "lz4_raw": "lz4", "brotli": "brotli"}  # fmt: skip
 """Spark's ``spark.sql.parquet.compression.codec`` names → pyarrow's."""
-_WRITTEN = "path string, event_date date, rows long"  # one row per file a task wrote
+_WRITTEN = T.StructType(
+    [T.StructField("path", T.StringType()), T.StructField(Col.EVENT_DATE, T.DateType()), T.StructField("rows", T.LongType())]
+)
+"""What a writing task returns: one row per file it wrote."""
 
 
 def write_partitioned_arrow(
@@ -99,24 +102,25 @@ def write_partitioned_arrow(
     )
     staging.mkdir(parents=True)
     try:
-        written = source.mapInArrow(task, _WRITTEN).collect()
         files: dict[dt.date, list[Path]] = {}
-        for row in written:
-            files.setdefault(row["event_date"], []).append(Path(row["path"]))
+        rows: dict[dt.date, int] = {}
+        for path, day, n in source.mapInArrow(task, _WRITTEN).collect():
+            files.setdefault(day, []).append(Path(path))
+            rows[day] = rows.get(day, 0) + n
         _commit(table_dir, staging, files)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    rows: dict[dt.date, int] = {}
-    for row in written:
-        rows[row["event_date"]] = rows.get(row["event_date"], 0) + row["rows"]
     return rows
 
 
-def arrow_schema(schema: StructType) -> pa.Schema:
+def arrow_schema(schema: T.StructType) -> pa.Schema:
     """A Spark schema as the Arrow schema Spark hands to (and takes from) Python kernels (UTC timestamps)."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
     return to_arrow_schema(schema, timezone="UTC")
+
+
+_WRITTEN_ARROW = arrow_schema(_WRITTEN)
 
 
 def _write_partition_task(
@@ -135,17 +139,17 @@ def _write_partition_task(
         return
     out = conform(kernel(data), schema)
     ctx = TaskContext.get()
-    tag = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}" if ctx is not None else "00000-0"
+    assert ctx is not None, "runs inside a Spark task"
+    tag = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}"
     dates = out[Col.EVENT_DATE]
     for day in pc.unique(dates).to_pylist():
         part = out.filter(pc.equal(dates, pa.scalar(day, dates.type))).drop_columns([Col.EVENT_DATE])
-        folder = Path(staging) / f"{Col.EVENT_DATE}={day.isoformat()}"
+        folder = Path(staging) / date_partition(day)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"part-{tag}-{uuid.uuid4().hex[:12]}.parquet"
         pq.write_table(part, path, compression=codec)
         yield pa.RecordBatch.from_pydict(
-            {"path": [str(path)], "event_date": [day], "rows": [part.num_rows]},
-            schema=pa.schema([("path", pa.string()), ("event_date", pa.date32()), ("rows", pa.int64())]),
+            {"path": [str(path)], Col.EVENT_DATE: [day], "rows": [part.num_rows]}, schema=_WRITTEN_ARROW
         )
 
 
@@ -161,19 +165,15 @@ def conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _commit(table_dir: Path, staging: Path, files: dict[dt.date, list[Path]]) -> None:
-    """Move the committed files of each date into a fresh directory, then swap it for the date's old one."""
-    ready, trash = staging / "_commit", staging / "_replaced"
+    """Move the committed files of each date into a fresh folder, then swap those for the dates' old ones."""
+    ready = staging / "_commit"
+    ready.mkdir()
     for day, paths in files.items():
-        fresh = ready / f"{Col.EVENT_DATE}={day.isoformat()}"
-        fresh.mkdir(parents=True)
+        fresh = ready / date_partition(day)
+        fresh.mkdir()
         for path in paths:
             os.replace(path, fresh / path.name)
-    trash.mkdir()
-    for day in sorted(files):
-        name = f"{Col.EVENT_DATE}={day.isoformat()}"
-        if (table_dir / name).exists():
-            os.replace(table_dir / name, trash / name)
-        os.replace(ready / name, table_dir / name)
+    swap_partitions(ready, table_dir)
 
 
 def count_rows(lake_root: Path | str, table: str, start: dt.date, end: dt.date) -> int:
@@ -195,7 +195,7 @@ def partitions_for(spark: SparkSession, lake_root: Path | str, start: dt.date, e
     size = 0
     day = start
     while day <= end:
-        folder = base / f"{Col.EVENT_DATE}={day.isoformat()}"
+        folder = base / date_partition(day)
         if folder.exists():
             size += sum(f.stat().st_size for f in folder.glob("*.parquet"))
         day += dt.timedelta(days=1)

@@ -38,7 +38,7 @@ from recstack.features.schema import ITEM_SCHEMA, USER_SCHEMA, EventType
 from recstack.features.spark_exprs import age_bucket_col, zip_prefix_col
 from recstack.offline.jobs.common import count_rows, read_events, read_partitioned, write_partitioned
 from recstack.offline.jobs.training_table import FEATURE_PARTS
-from recstack.offline.lake import EventLake
+from recstack.offline.lake import EventLake, date_partition
 
 COUNTS = ["impressions", "clicks", "ratings", "rating_sum"]
 FIRST_TS = "first_ts"
@@ -343,7 +343,7 @@ def run_features_job(
     write_point_in_time_features(spark, root, start, end)
     stats = feature_stats(spark, root, start, end, vocab_max, broadcast_rows_max)
     stats |= {"start": start.isoformat(), "end": end.isoformat()}
-    stats_dir = root / LakeTable.FEATURE_STATS / f"{Col.EVENT_DATE}={end.isoformat()}"
+    stats_dir = root / LakeTable.FEATURE_STATS / date_partition(end)
     stats_dir.mkdir(parents=True, exist_ok=True)
     (stats_dir / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
     write_snapshots(spark, root, end)

@@ -2,18 +2,21 @@
 
 The ml-100k reference split's ``train.tsv`` is split again per user (80 / 20, seed 7, as in
 ``ensemble_weights.py``). On the inner 80 % the script trains the export's families (3 DeepWalk, 3 GraphSAGE,
-one iALS, one rating-weighted EASE at rank 64, the popularity prior) and forms the default blend
-``DeepWalk + GraphSAGE + iALS + 0.25 · EASE + 0.2 · prior`` (``EnsembleConfig``'s defaults). Each candidate below is scored on the held-out
-20 % alone and added to (or swapped into) the default blend; nDCG@10 over the inner users
-(``models.evaluation``). Nothing here reads ``test.tsv``.
+one iALS, one rating-weighted DLAE at rank 256, the popularity prior) and forms the default blend
+``DeepWalk + GraphSAGE + iALS + 0.5 · DLAE + 0.2 · prior`` (``EnsembleConfig``'s defaults). Each candidate
+below is scored on the held-out 20 % alone and added to (or swapped into) the default blend; nDCG@10 over the
+inner users (``models.evaluation``). Nothing here reads ``test.tsv``.
 
-Candidates (benchmark-only implementations, each a few lines; none is in the package because none helped):
+Candidates (benchmark-only implementations, each a few lines, unless they became the default):
 
 * ``ials_dim128``, ``ials_3_seeds``: the iALS member wider, or averaged over three seeds (swapped in);
-* ``ease_full``: EASE served at full rank instead of rank 64 (swapped in);
+* ``ease_weighted_*``: the rating-weighted EASE (the item–item member of 2026-12-02: rank 64, weight 0.25), at
+  full rank, weight 0.5, or λ 250 / 1000 (swapped in for the DLAE);
 * ``ease_binary_*``: the binary EASE (every interaction 1, the default before 2026-12-02) at rank 64 / full
-  rank, and weight 0.125 (its old default) / 0.25 (swapped in);
-* ``ease_weighted_l2_*``: the rating-weighted EASE at λ 250 / 1000 instead of 500 (swapped in);
+  rank, weight 0.125 (swapped in);
+* ``edlae_*``: the default's dropout penalty with EASE's zero diagonal kept (Steck's EDLAE; swapped in);
+* ``dlae_grid``: the grid the default member came from (dropout p 0.1–0.5 × λ 250 / 500 / 1000 × served rank
+  64 / 256 / full, each swapped in at weight 0.25 / 0.5 / 0.75);
 * ``rp3beta_*``: RP3β item–item random walks (Paudel et al., 2016) with α 1 and β 0.5 / 0.7;
 * ``time_cooccur_600s``: item–item co-occurrence within a user weighted by exp(−|Δt| / 600 s), items rated in
   the same sitting, RP3β-normalised (β 0.5);
@@ -24,12 +27,13 @@ Candidates (benchmark-only implementations, each a few lines; none is in the pac
   gender, occupation, zip prefix; the user left out), added as a second prior.
 
 Usage: ``.venv/bin/python benchmarks/ensemble_candidates.py --split ../shared/data/ml-100k-split --profiles
-../shared/data/ml-100k [--json out.json]`` (~3.5 min on 2 cores).
+../shared/data/ml-100k [--json out.json]`` (~10 min on 2 cores).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 
 import ensemble_weights as ew  # benchmarks/ensemble_weights.py, beside this script
@@ -38,10 +42,11 @@ import pandas as pd
 import reference_split
 import torch
 import torch.nn.functional as F
+from recstack.models.ease import EASEConfig
 from recstack.models.ensemble import EnsembleConfig, fit_ensemble
 from recstack.models.evaluation import evaluate
 from recstack.models.ials import IALSConfig
-from recstack.models.recall import RecallData
+from recstack.models.recall import DEFAULT_EASE, RecallData
 
 WEIGHTS = (0.125, 0.25, 0.5, 1.0)
 
@@ -149,25 +154,39 @@ def main() -> None:
     w_ease = cfg.ease_weight
     default = ew.blend(s, cfg.ials_weight, w_ease, cfg.popularity_weight)
     result: dict[str, object] = {"default_blend": ndcg(default)}
-    ease = w_ease * s["ease"]  # type: ignore[operator]
-    binary, full_rank = (
-        dataclasses.replace(cfg.ease, weighted=False),
-        dataclasses.replace(cfg.ease, rank=data.num_items),
-    )
+    item_item = w_ease * s["ease"]  # type: ignore[operator]  # the default's DLAE member
+    weighted = dataclasses.replace(DEFAULT_EASE, weighted=True)  # the EASE member of 2026-12-02
+    binary = DEFAULT_EASE
+    full = data.num_items
+
+    def ease(w: float, c: EASEConfig) -> np.ndarray:
+        return w * member(data, ease_weight=1.0, ease=c)
+
     swaps = {  # a member of the default blend replaced: (old term, new term)
         "ials_dim128": (s["ials"], member(data, ials_seeds=1, ials=IALSConfig(dim=128))),
         "ials_3_seeds": (s["ials"], member(data, ials_seeds=3)),
-        "ease_full": (ease, w_ease * member(data, ease_weight=1.0, ease=full_rank)),
-        "ease_binary_rank64_w0.125": (ease, 0.125 * member(data, ease_weight=1.0, ease=binary)),
-        "ease_binary_rank64_w0.25": (ease, 0.25 * member(data, ease_weight=1.0, ease=binary)),
-        "ease_binary_full_w0.125": (ease, 0.125 * member(data, ease_weight=1.0,
-                                                         ease=dataclasses.replace(binary, rank=data.num_items))),
-        "ease_weighted_l2_250": (ease, w_ease * member(data, ease_weight=1.0, ease=dataclasses.replace(cfg.ease, l2=250.0))),
-        "ease_weighted_l2_1000": (ease, w_ease * member(data, ease_weight=1.0, ease=dataclasses.replace(cfg.ease, l2=1000.0))),
+        "ease_weighted_rank64_w0.25": (item_item, ease(0.25, weighted)),
+        "ease_weighted_full_w0.25": (item_item, ease(0.25, dataclasses.replace(weighted, rank=full))),
+        "ease_weighted_full_w0.5": (item_item, ease(0.5, dataclasses.replace(weighted, rank=full))),
+        "ease_binary_rank64_w0.125": (item_item, ease(0.125, binary)),
+        "ease_binary_full_w0.125": (item_item, ease(0.125, dataclasses.replace(binary, rank=full))),
+        "ease_weighted_l2_250_w0.25": (item_item, ease(0.25, dataclasses.replace(weighted, l2=250.0))),
+        "ease_weighted_l2_1000_w0.25": (item_item, ease(0.25, dataclasses.replace(weighted, l2=1000.0))),
+        "edlae_p0.25_rank256_w0.5": (item_item, ease(0.5, dataclasses.replace(cfg.ease, zero_diagonal=True))),
     }  # fmt: skip
     for name, (old, new) in swaps.items():
         result[name] = {"swapped_in": ndcg(default - old + new)}
         print(name, result[name], flush=True)
+    # the DLAE grid the default member was picked from: dropout p x lambda x served rank, each at 3 weights
+    grid = {}
+    for p, l2, rank in itertools.product((0.1, 0.25, 0.33, 0.5), (250.0, 500.0, 1000.0), (64, 256, full)):
+        c = dataclasses.replace(cfg.ease, dropout=p, l2=l2, rank=rank)
+        score = member(data, ease_weight=1.0, ease=c)
+        key = f"p{p}_l2_{l2:g}_rank{'full' if rank == full else rank}"
+        grid[key] = {"alone": ndcg(score),
+                     "swapped_in": {str(w): ndcg(default - item_item + w * score) for w in (0.25, 0.5, 0.75)}}  # fmt: skip
+        print("dlae", key, grid[key], flush=True)
+    result["dlae_grid"] = grid
     added = {
         "rp3beta_0.5": rp3beta(x, beta=0.5),
         "rp3beta_0.7": rp3beta(x, beta=0.7),

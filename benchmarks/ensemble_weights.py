@@ -2,7 +2,7 @@
 
 The ml-100k reference split's ``train.tsv`` is split again per user (80 / 20, seed 7). On the inner 80 % the
 script trains each family of the export's ensemble apart, folded as the export folds it (3 DeepWalk seeds,
-3 GraphSAGE seeds, one iALS, one rating-weighted EASE at rank 64; each family's members standardised per user and averaged),
+3 GraphSAGE seeds, one iALS, one rating-weighted DLAE at rank 256; each family's members standardised per user and averaged),
 then scores every blend ``DeepWalk + GraphSAGE + w_ials · iALS + w_ease · EASE + β · popularity`` of a small
 grid on the held-out 20 % (nDCG@10 over the inner users, ``models.evaluation``). The best inner blend and the
 graph-only blend (``w_ials = w_ease = 0``, β 0.2: the previous default) are then refitted on all of

@@ -16,9 +16,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from recstack.features.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from recstack.models.ensemble import EnsembleConfig
 
 T = TypeVar("T")
 
@@ -347,8 +350,18 @@ def cmd_realtime(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def export_ensemble(args: argparse.Namespace) -> EnsembleConfig:
+    """The export's ensemble: the options given on the command line over ``EnsembleConfig``'s defaults (the
+    one place those live)."""
     from recstack.models.ensemble import EnsembleConfig
+
+    fields = {"deepwalk_seeds": "deepwalk_seeds", "graphsage_seeds": "graphsage_seeds", "ials_seeds": "ials_seeds",
+              "ials_weight": "ials_weight", "ease_weight": "ease_weight", "popularity_weight": "popularity_weight",
+              "deepwalk_return_ps": "deepwalk_return_p"}  # fmt: skip
+    return EnsembleConfig(**{f: getattr(args, a) for f, a in fields.items() if getattr(args, a) is not None})
+
+
+def cmd_export(args: argparse.Namespace) -> int:
     from recstack.offline.jobs.export import ExportConfig, export_recommendations
 
     if args.what == "evaluate":
@@ -360,12 +373,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     settings = _settings(args)
     cfg = ExportConfig(k=args.k, seed=args.seed, exposure_discount=args.exposure_discount, diversify=args.diversify,
                        coverage_floor=args.coverage_floor,
-                       ensemble=EnsembleConfig(deepwalk_seeds=args.deepwalk_seeds,
-                                               graphsage_seeds=args.graphsage_seeds,
-                                               ials_seeds=args.ials_seeds, ials_weight=args.ials_weight,
-                                               ease_weight=args.ease_weight,
-                                               popularity_weight=args.popularity_weight,
-                                               deepwalk_return_ps=args.deepwalk_return_p))  # fmt: skip
+                       ensemble=export_ensemble(args))  # fmt: skip
     report = export_recommendations(settings, args.data, args.out, cfg, progress=StepProgress(1).line)
     print(json.dumps({"out": str(report.out), "users": report.users, "rows": report.rows,
                       "items_covered": report.items_covered, "model_version": report.model_version,
@@ -549,16 +557,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--coverage-floor", type=_share, default=0.36,
                    help="share of the catalog the lists must cover, reached by the cheapest swaps of items below "
                    "each user's top K (control/coverage.py); 0 turns it off")  # fmt: skip
-    q.add_argument("--deepwalk-seeds", type=int, default=3, help="DeepWalk members of the ensemble")
-    q.add_argument("--graphsage-seeds", type=int, default=3, help="GraphSAGE members of the ensemble")
-    q.add_argument("--ials-seeds", type=int, default=1, help="iALS members of the ensemble")
-    q.add_argument("--ials-weight", type=float, default=1.0,
-                   help="the iALS family's weight in the ensemble (DeepWalk's and GraphSAGE's are 1)")  # fmt: skip
-    q.add_argument("--ease-weight", type=float, default=0.25,
-                   help="weight of one rating-weighted EASE member (low-rank, models/ease.py) in the ensemble; 0 = none")  # fmt: skip
-    q.add_argument("--popularity-weight", type=float, default=0.2,
-                   help="beta of the ensemble's popularity prior (models/ensemble.py); 0 = none")  # fmt: skip
-    q.add_argument("--deepwalk-return-p", type=_positive_floats, default=(),
+    q.add_argument("--deepwalk-seeds", type=int, help="DeepWalk members of the ensemble (default 3)")
+    q.add_argument("--graphsage-seeds", type=int, help="GraphSAGE members of the ensemble (default 3)")
+    q.add_argument("--ials-seeds", type=int, help="iALS members of the ensemble (default 1)")
+    q.add_argument("--ials-weight", type=float,
+                   help="the iALS family's weight in the ensemble (default 1; DeepWalk's and GraphSAGE's are 1)")  # fmt: skip
+    q.add_argument("--ease-weight", type=float,
+                   help="weight of the ensemble's item-item member, a rating-weighted DLAE served at rank 256 "
+                   "(models/ease.py); default 0.5, 0 = none")  # fmt: skip
+    q.add_argument("--popularity-weight", type=float,
+                   help="beta of the ensemble's popularity prior (models/ensemble.py); default 0.2, 0 = none")  # fmt: skip
+    q.add_argument("--deepwalk-return-p", type=_positive_floats,
                    help="node2vec return parameters the DeepWalk members take in turn, e.g. 1,4 (each seed "
                    "with both); default: first-order walks")  # fmt: skip
     q.set_defaults(func=cmd_export)

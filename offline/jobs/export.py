@@ -6,7 +6,7 @@ Steps (each reported as progress):
    replaced by a reference split's ``train.tsv`` is the same format) into a fresh lake under the work
    directory, with the usual validation: malformed or unknown-id records are quarantined and counted.
 2. **Train** the recall model on the valid ratings: the ensemble of DeepWalk and GraphSAGE seeds with
-   one iALS and one EASE member (``models/ensemble.py``), folded into one embedding artifact.
+   one iALS and one DLAE member (``models/ensemble.py``), folded into one embedding artifact.
 3. **Publish** a serving release (model, FAISS index, item-to-item lists, catalog) exactly as ``recstack
    train`` does.
 4. **Recommend** with the service's own ``Recommender`` (recall channels → merge/filter → pre-rank → rank →

@@ -108,3 +108,69 @@ def test_weighted_ease_refuses_bad_weights() -> None:
                      (np.r_[np.ones(len(u) - 1), 0.0], "positive"), (np.r_[np.ones(len(u) - 1), np.nan], "finite")):  # fmt: skip
         with pytest.raises(ValueError, match=why):
             train_ease(u, i, 40, 30, cfg, bad)
+
+
+def _dense(u: np.ndarray, i: np.ndarray, users: int = 40, items: int = 30) -> np.ndarray:
+    x = np.zeros((users, items))
+    x[u, i] = 1.0
+    return x
+
+
+def test_dlae_solves_its_penalised_least_squares() -> None:
+    """zero_diagonal=False: B minimises |X − XB|² + |Λ^½ B|² with Λ = p / (1 − p) · diag(XᵀX) + λ, so the
+    gradient vanishes everywhere, and B keeps a diagonal (nothing forbids it)."""
+    u, i = _data(6)
+    x = _dense(u, i)
+    p, lam = 0.25, 3.0
+    b = ease_matrix(sp.csr_matrix(x), lam, dropout=p, zero_diagonal=False).numpy()
+    penalty = p / (1 - p) * np.diag(x.T @ x) + lam
+    grad = x.T @ (x @ b - x) + penalty[:, None] * b
+    assert np.abs(grad).max() < 1e-9
+    assert np.abs(np.diag(b)).min() > 1e-3
+    # a larger dropout shrinks the diagonal (the identity) harder
+    stronger = ease_matrix(sp.csr_matrix(x), lam, dropout=0.6, zero_diagonal=False).numpy()
+    assert np.diag(stronger).mean() < np.diag(b).mean()
+
+
+def test_dlae_penalty_is_the_expected_loss_under_input_dropout() -> None:
+    """The dropout-corrupted loss E|X − (M ∘ X / (1 − p)) B|², averaged over masks, equals the penalised form
+    the closed form minimises (what makes Λ the right penalty)."""
+    rng = np.random.default_rng(7)
+    x = _dense(*_data(7, users=12, items=8, n=40), users=12, items=8)
+    b = rng.normal(size=(8, 8))
+    p = 0.3
+    analytic = ((x - x @ b) ** 2).sum() + (p / (1 - p) * np.diag(x.T @ x)[:, None] * b**2).sum()
+    losses = [((x - (rng.random(x.shape) >= p) * x / (1 - p) @ b) ** 2).sum() for _ in range(20_000)]
+    assert abs(np.mean(losses) - analytic) < 0.02 * analytic
+
+
+def test_edlae_keeps_the_zero_diagonal_with_the_dropout_penalty() -> None:
+    u, i = _data(8)
+    x = _dense(u, i)
+    p, lam = 0.25, 3.0
+    b = ease_matrix(sp.csr_matrix(x), lam, dropout=p).numpy()
+    assert np.abs(np.diag(b)).max() == 0
+    penalty = p / (1 - p) * np.diag(x.T @ x) + lam
+    grad = x.T @ (x @ b - x) + penalty[:, None] * b
+    assert np.abs(grad - np.diag(np.diag(grad))).max() < 1e-9
+    plain = ease_matrix(sp.csr_matrix(x), lam).numpy()
+    assert np.abs(b - plain).max() > 1e-3  # the dropout penalty changes the model
+
+
+def test_dlae_vectors_reproduce_x_times_b() -> None:
+    u, i = _data(9)
+    cfg = EASEConfig(l2=4.0, rank=64, dropout=0.25, zero_diagonal=False, weighted=True)
+    w = np.random.default_rng(9).choice([0.4, 0.8, 1.0], len(u))
+    got = train_ease(u, i, 40, 30, cfg, w)
+    x = np.zeros((40, 30))
+    np.maximum.at(x, (u, i), w)
+    want = x @ ease_matrix(sp.csr_matrix(x), 4.0, dropout=0.25, zero_diagonal=False).numpy()
+    np.testing.assert_allclose(got.users @ got.items.T, want, atol=1e-4)
+
+
+def test_bad_dropout_is_refused() -> None:
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="dropout"):
+            EASEConfig(dropout=bad)
+        with pytest.raises(ValueError, match="dropout"):
+            ease_matrix(sp.csr_matrix(np.eye(3)), 1.0, dropout=bad)

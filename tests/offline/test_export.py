@@ -108,3 +108,15 @@ def test_bad_input_is_refused(tmp_path: Path) -> None:
     bad.write_text("u,i\n1,2\n")
     with pytest.raises(ValueError, match="header must be"):
         evaluate_export(bad, tmp_path / "t.tsv", tmp_path / "t.tsv")
+
+
+def test_cli_export_options_default_to_the_ensemble_config() -> None:
+    """Options left out keep ``EnsembleConfig``'s defaults (no second copy of them in the CLI); given ones win."""
+    from recstack.models.ensemble import EnsembleConfig
+    from recstack.offline.cli import build_parser, export_ensemble
+
+    base = ["export", "recommendations", "--data", "d", "--out", "o.csv"]
+    assert export_ensemble(build_parser().parse_args(base)) == EnsembleConfig()
+    given = export_ensemble(build_parser().parse_args(
+        [*base, "--ease-weight", "0", "--deepwalk-seeds", "5", "--deepwalk-return-p", "1,4"]))  # fmt: skip
+    assert given == EnsembleConfig(ease_weight=0.0, deepwalk_seeds=5, deepwalk_return_ps=(1.0, 4.0))

@@ -51,6 +51,10 @@ class CtrBatch:
     def take(self, idx: torch.Tensor) -> CtrBatch:
         return CtrBatch(self.sparse[idx], self.multi[idx], self.cross[idx], self.dense[idx])
 
+    def slice(self, part: slice) -> CtrBatch:
+        """Rows ``part`` as views (no copy)."""
+        return CtrBatch(self.sparse[part], self.multi[part], self.cross[part], self.dense[part])
+
     def to(self, device: torch.device | str) -> CtrBatch:
         return CtrBatch(self.sparse.to(device), self.multi.to(device), self.cross.to(device), self.dense.to(device))
 
@@ -241,8 +245,11 @@ class _Wide(nn.Module):
 
     def forward(self, b: CtrBatch) -> torch.Tensor:
         idx = torch.cat([b.sparse, b.multi + self.multi_base, b.cross + self.cross_base], dim=1)
-        pad = torch.cat([torch.ones_like(b.sparse), b.multi > 0, b.cross > 0], dim=1)
-        return (self.table(idx).squeeze(2) * pad).sum(1) + self.bias
+        pad = torch.cat([torch.ones_like(b.sparse), b.multi > 0, b.cross > 0], dim=1).to(self.table.weight.dtype)
+        # one fused gather-and-sum (the padding ids weigh 0); sparse gradient rows, as the table's own lookup
+        summed = nn.functional.embedding_bag(idx, self.table.weight, mode="sum", per_sample_weights=pad,
+                                             sparse=self.table.sparse)  # fmt: skip
+        return summed.squeeze(1) + self.bias
 
 
 def _mlp(sizes: Sequence[int], dropout: float, dropout_layers: int | None = None) -> nn.Sequential:
@@ -586,12 +593,29 @@ def _embedding_penalty(model: nn.Module, b: CtrBatch) -> torch.Tensor:
 
 class RowAdam(torch.optim.Optimizer):
     """Adam on the rows of embedding tables with sparse gradients ("lazy" Adam, as ``SparseAdam``): each step
-    updates the moments and weights of the rows its batch looked up only. Duplicate rows are summed with one
-    ``unique`` + ``index_add_`` instead of building and masking coalesced sparse tensors."""
+    updates the moments and weights of the rows its batch looked up only.
+
+    Duplicate lookups are summed without sorting: a per-table slot map (one int64 per row, kept in the state,
+    -1 when free) gives every looked-up row one slot in O(lookups), where ``torch.unique`` sorts them (200 µs
+    a step for the 10k lookups of a 1M-row cross table at batch 256, a fifth of the optimizer's time)."""
 
     def __init__(self, params: list[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:  # fmt: skip
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @staticmethod
+    def touched(idx: torch.Tensor, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, inv): the distinct rows of ``idx`` and, per lookup, its row's position in ``rows``
+        (``rows[inv] == idx``). ``slot`` (one entry per table row, all -1) is used as scratch and left all -1."""
+        pos = torch.arange(len(idx), device=idx.device)
+        slot[idx] = pos  # duplicates: one of their positions wins, whichever it is
+        winner = slot[idx]
+        first = winner == pos
+        rows = idx[first]
+        slot[rows] = torch.arange(len(rows), device=idx.device)
+        inv = slot[idx]
+        slot[rows] = -1
+        return rows, inv
 
     @torch.no_grad()
     def step(self, closure: object = None) -> None:  # type: ignore[override]
@@ -606,17 +630,18 @@ class RowAdam(torch.optim.Optimizer):
                     state["step"] = 0
                     state["m"] = torch.zeros_like(p)
                     state["v"] = torch.zeros_like(p)
+                    state["slot"] = torch.full((p.shape[0],), -1, dtype=torch.int64, device=p.device)
                 state["step"] += 1
-                idx, vals = g._indices()[0], g._values()
-                rows, inv = torch.unique(idx, return_inverse=True)
-                grad = torch.zeros(len(rows), p.shape[1], dtype=p.dtype).index_add_(0, inv, vals)
-                m = state["m"][rows].mul_(b1).add_(grad, alpha=1 - b1)
+                rows, inv = self.touched(g._indices()[0], state["slot"])
+                grad = torch.zeros(len(rows), p.shape[1], dtype=p.dtype, device=p.device).index_add_(0, inv, g._values())
+                m = state["m"][rows].lerp_(grad, 1 - b1)
                 v = state["v"][rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                state["m"][rows] = m
-                state["v"][rows] = v
+                state["m"].index_copy_(0, rows, m)
+                state["v"].index_copy_(0, rows, v)
                 t = state["step"]
                 step = group["lr"] * (1 - b2**t) ** 0.5 / (1 - b1**t)
-                p.index_add_(0, rows, -step * m / (v.sqrt() + group["eps"]))
+                # no ``alpha=``: index_add_ with one takes a ~20x slower path on CPU (440 against 20 µs here)
+                p.index_add_(0, rows, m.div_(v.sqrt_().add_(group["eps"])).mul_(-step))
 
 
 def optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -626,7 +651,7 @@ def optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer
     ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in ids]
     opts: list[torch.optim.Optimizer] = [
-        torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     ]
     if sparse:
         opts.append(RowAdam(sparse, lr=cfg.lr))
@@ -670,12 +695,14 @@ def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], 
         model.train()
         start = time.perf_counter()
         order = torch.randperm(n, generator=gen)
+        # the epoch's order applied once, so that each batch is a slice (a view), not four gathers
+        shuffled, y_shuffled = train.take(order), {t: v[order] for t, v in y.items()}
         total = 0.0
         for lo in range(0, n, cfg.batch_size):
-            idx = order[lo : lo + cfg.batch_size][rank::world]
-            b = train.take(idx)
+            part = slice(lo + rank, lo + cfg.batch_size, world)
+            b = shuffled.slice(part)
             out = model(b)
-            loss = sum(cfg.task_weights.get(t, 1.0) * loss_fn(out[t], y[t][idx]) for t in y if t in out)
+            loss = sum(cfg.task_weights.get(t, 1.0) * loss_fn(out[t], y_shuffled[t][part]) for t in y if t in out)
             if cfg.embedding_l2:
                 loss = loss + cfg.embedding_l2 * _embedding_penalty(inner, b)
             for opt in opts:
@@ -685,7 +712,7 @@ def train_ctr(model: nn.Module, train: CtrBatch, labels: dict[str, np.ndarray], 
                 opt.step()
             if isinstance(inner, MoERanker):
                 inner.update_route_bias()
-            total += float(loss.detach()) * len(idx) * world
+            total += float(loss.detach()) * len(b) * world
         seconds += time.perf_counter() - start
         seen += n
         preds = predict(inner, val)

@@ -154,3 +154,40 @@ def test_ddp_on_two_processes_equals_single_process_training(kind: str) -> None:
     assert np.allclose(p1, p2, atol=1e-4), np.abs(p1 - p2).max()
     assert one.best_epoch == two.best_epoch
     assert not np.allclose(p1, predict(build(), enc.transform(test))["click"], atol=1e-3)  # it did train
+
+
+def test_row_adam_touched_rows_and_inverse() -> None:
+    """The slot map gives each looked-up row once, maps every lookup back to it, and leaves the map free."""
+    from recstack.models.ctr import RowAdam
+
+    gen = torch.Generator().manual_seed(3)
+    slot = torch.full((500,), -1, dtype=torch.int64)
+    for n in (1, 7, 300, 2000):
+        idx = torch.randint(0, 500, (n,), generator=gen)
+        rows, inv = RowAdam.touched(idx, slot)
+        assert torch.equal(torch.sort(rows).values, torch.unique(idx))
+        assert torch.equal(rows[inv], idx)
+        assert bool((slot == -1).all())
+
+
+def test_row_adam_equals_torch_sparse_adam() -> None:
+    """Over steps with duplicate lookups, RowAdam moves the weights exactly as torch's SparseAdam (lazy Adam),
+    and rows no batch looked up stay untouched."""
+    from recstack.models.ctr import RowAdam
+
+    torch.manual_seed(0)
+    ours, ref = (torch.nn.Embedding(50, 4, sparse=True) for _ in range(2))
+    ref.load_state_dict(ours.state_dict())
+    start = ours.weight.detach().clone()
+    opt_ours, opt_ref = RowAdam([ours.weight], lr=0.01), torch.optim.SparseAdam([ref.weight], lr=0.01)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(25):
+        idx = torch.randint(0, 40, (64,), generator=gen)  # rows 40..49 never looked up
+        target = torch.randn(64, 4, generator=gen)
+        for emb, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad()
+            ((emb(idx) - target) ** 2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(ours.weight, ref.weight, rtol=1e-5, atol=1e-6)
+    assert torch.equal(ours.weight[40:], start[40:])
+    assert (ours.weight[:40] - start[:40]).abs().max() > 1e-3

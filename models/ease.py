@@ -56,6 +56,9 @@ class EASEConfig:
             raise ValueError("l2, rank and max_items must be positive")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.zero_diagonal and self.dropout == 0:
+            raise ValueError("zero_diagonal=False needs dropout > 0: without either, B learns the identity "
+                             "(every item recommends itself)")  # fmt: skip
 
 
 @dataclass

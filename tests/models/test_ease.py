@@ -174,3 +174,5 @@ def test_bad_dropout_is_refused() -> None:
             EASEConfig(dropout=bad)
         with pytest.raises(ValueError, match="dropout"):
             ease_matrix(sp.csr_matrix(np.eye(3)), 1.0, dropout=bad)
+    with pytest.raises(ValueError, match="identity"):
+        EASEConfig(zero_diagonal=False)

@@ -577,8 +577,7 @@ def predict(model: nn.Module, data: CtrBatch, batch_size: int = 8192) -> dict[st
     model.eval()
     outs: dict[str, list[np.ndarray]] = {}
     for lo in range(0, len(data), batch_size):
-        idx = torch.arange(lo, min(lo + batch_size, len(data)))
-        for task, logit in model(data.take(idx)).items():
+        for task, logit in model(data.slice(slice(lo, lo + batch_size))).items():
             outs.setdefault(task, []).append(torch.sigmoid(logit).numpy())
     return {t: np.concatenate(v) for t, v in outs.items()}
 

@@ -355,10 +355,9 @@ def export_ensemble(args: argparse.Namespace) -> EnsembleConfig:
     one place those live)."""
     from recstack.models.ensemble import EnsembleConfig
 
-    fields = {"deepwalk_seeds": "deepwalk_seeds", "graphsage_seeds": "graphsage_seeds", "ials_seeds": "ials_seeds",
-              "ials_weight": "ials_weight", "ease_weight": "ease_weight", "popularity_weight": "popularity_weight",
-              "deepwalk_return_ps": "deepwalk_return_p"}  # fmt: skip
-    return EnsembleConfig(**{f: getattr(args, a) for f, a in fields.items() if getattr(args, a) is not None})
+    fields = ("deepwalk_seeds", "graphsage_seeds", "ials_seeds", "ials_weight", "ease_weight", "popularity_weight",
+              "deepwalk_return_ps")  # fmt: skip
+    return EnsembleConfig(**{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -567,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(models/ease.py); default 0.5, 0 = none")  # fmt: skip
     q.add_argument("--popularity-weight", type=float,
                    help="beta of the ensemble's popularity prior (models/ensemble.py); default 0.2, 0 = none")  # fmt: skip
-    q.add_argument("--deepwalk-return-p", type=_positive_floats,
+    q.add_argument("--deepwalk-return-p", type=_positive_floats, dest="deepwalk_return_ps",
                    help="node2vec return parameters the DeepWalk members take in turn, e.g. 1,4 (each seed "
                    "with both); default: first-order walks")  # fmt: skip
     q.set_defaults(func=cmd_export)
